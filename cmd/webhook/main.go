@@ -1,0 +1,241 @@
+// Command webhook receives Clerk's Svix-signed user webhooks and turns them
+// into creditgate's credit ledger. `webhook migrate` applies the schema.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/uptrace/bun"
+	"go.opentelemetry.io/otel"
+
+	"github.com/creditgate/creditgate/pkg/clerk"
+	"github.com/creditgate/creditgate/pkg/ledger"
+	"github.com/creditgate/creditgate/pkg/postgres"
+	"github.com/creditgate/creditgate/pkg/telemetry"
+	"github.com/creditgate/creditgate/pkg/webhook"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `Usage:
+  webhook                  serve POST /api/webhooks/clerk, /healthz, /readyz (HTTP_ADDR) and /metrics (METRICS_ADDR)
+  webhook migrate          apply pending database migrations and exit
+  webhook migrate status   list migrations and whether each is applied
+  webhook version          print the version
+
+Environment:
+  DATABASE_URL                  PostgreSQL URL (required)
+  CLERK_WEBHOOK_SIGNING_SECRET  whsec_ secret(s), separated by spaces or commas (required to serve)
+  SIGNUP_CREDITS                credits granted once per new Clerk user (default 20)
+  HTTP_ADDR                     application listener (default :8080)
+  METRICS_ADDR                  Prometheus listener (default :9090)
+  LOG_LEVEL                     debug|info|warn|error (default info)
+  LOG_FORMAT                    json|text (default json)
+  DB_MAX_CONNS                  database pool size (default 10)
+  SHUTDOWN_DELAY                after SIGTERM, report not-ready this long before draining (default 0s)
+  SHUTDOWN_TIMEOUT              longest drain of in-flight requests (default 20s)
+  OTEL_EXPORTER_OTLP_ENDPOINT   export traces and OTel metrics over OTLP/HTTP when set (and the other OTEL_* variables)
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "webhook:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	switch {
+	case len(args) == 0:
+		return serve(ctx, getenv, stderr)
+	case args[0] == "migrate" && len(args) == 1:
+		return migrate(ctx, getenv, stdout, stderr, false)
+	case args[0] == "migrate" && len(args) == 2 && args[1] == "status":
+		return migrate(ctx, getenv, stdout, stderr, true)
+	case args[0] == "version" || args[0] == "--version":
+		fmt.Fprintln(stdout, version)
+		return nil
+	case args[0] == "help" || args[0] == "-h" || args[0] == "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown arguments %q", args)
+	}
+}
+
+func migrate(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer, statusOnly bool) error {
+	cfg, err := loadConfig(getenv, false)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	log, err := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	db, err := postgres.Open(cfg.DatabaseURL, postgres.Options{MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if statusOnly {
+		ms, err := postgres.Migrations(ctx, db)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			state := "pending"
+			if m.Applied {
+				state = "applied"
+			}
+			fmt.Fprintf(stdout, "%-8s %s\n", state, m.Name)
+		}
+		return nil
+	}
+	applied, err := postgres.Migrate(ctx, db, log)
+	for _, name := range applied {
+		log.InfoContext(ctx, "migration applied", "migration", name)
+	}
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		log.InfoContext(ctx, "database schema is up to date")
+	}
+	return nil
+}
+
+func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := loadConfig(getenv, true)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	log, err := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	ot, err := telemetry.SetupOTel(ctx, cfg.OTLPEndpoint, "creditgate-webhook", version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := ot.Shutdown(sctx); err != nil {
+			log.Warn("flush telemetry", "error", err)
+		}
+	}()
+
+	db, err := postgres.Open(cfg.DatabaseURL, postgres.Options{MaxConns: cfg.DBMaxConns, Tracing: ot.Enabled})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	reg := telemetry.NewRegistry()
+	reg.MustRegister(collectors.NewDBStatsCollector(db.DB, "creditgate"))
+	verifier, err := webhook.NewVerifier(cfg.Secrets)
+	if err != nil {
+		return fmt.Errorf("%s: %w", envSigningSecret, err)
+	}
+	svc := &ledger.Service{Store: postgres.NewStore(db), Decode: clerk.Decode, SignupCredits: cfg.SignupCredits}
+
+	var draining atomic.Bool
+	h := webhook.New(webhook.Config{
+		Verifier:  verifier,
+		Processor: svc,
+		Ready:     readiness(db, &draining),
+		Metrics:   webhook.NewMetrics(reg),
+		Logger:    log,
+		Tracer:    otel.Tracer("github.com/creditgate/creditgate/pkg/webhook"),
+	})
+
+	app := &http.Server{
+		Addr:              cfg.HTTPAddr,
+		Handler:           h.Routes(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	metrics := &http.Server{
+		Addr:              cfg.MetricsAddr,
+		Handler:           telemetry.MetricsHandler(reg),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	appLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", envHTTPAddr, err)
+	}
+	metricsLn, err := net.Listen("tcp", cfg.MetricsAddr)
+	if err != nil {
+		appLn.Close()
+		return fmt.Errorf("listen %s: %w", envMetricsAddr, err)
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- serveOn(app, appLn) }()
+	go func() { errc <- serveOn(metrics, metricsLn) }()
+	log.Info("webhook serving", "http_addr", appLn.Addr().String(), "metrics_addr", metricsLn.Addr().String(),
+		"signup_credits", cfg.SignupCredits, "signing_secrets", len(cfg.Secrets), "version", version, "otlp", ot.Enabled)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "drain_delay", cfg.ShutdownDelay.String(), "drain_timeout", cfg.ShutdownTimeout.String())
+	case runErr = <-errc:
+		log.Error("server stopped", "error", runErr)
+	}
+	// Fail readiness first so that endpoints drop this pod, then stop
+	// accepting and let in-flight deliveries finish.
+	draining.Store(true)
+	if runErr == nil && cfg.ShutdownDelay > 0 {
+		time.Sleep(cfg.ShutdownDelay)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := app.Shutdown(sctx); err != nil {
+		runErr = errors.Join(runErr, fmt.Errorf("drain http: %w", err))
+	}
+	if err := metrics.Shutdown(sctx); err != nil {
+		runErr = errors.Join(runErr, fmt.Errorf("drain metrics: %w", err))
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+func serveOn(s *http.Server, ln net.Listener) error {
+	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// readiness is ready when not draining and the database answers with every
+// migration this binary needs.
+func readiness(db *bun.DB, draining *atomic.Bool) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if draining.Load() {
+			return errors.New("shutting down")
+		}
+		return postgres.Ready(ctx, db)
+	}
+}

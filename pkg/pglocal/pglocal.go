@@ -1,0 +1,272 @@
+// Package pglocal starts a throwaway PostgreSQL cluster from the binaries
+// installed on this machine, on a free loopback port, for tests, benchmarks
+// and the local dev run. As root it runs the server as the postgres user,
+// because PostgreSQL refuses to run as root.
+package pglocal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrNoBinaries means no PostgreSQL server binaries were found.
+var ErrNoBinaries = errors.New("no PostgreSQL server binaries found (initdb, postgres): " +
+	"install them (Debian/Ubuntu: apt-get install postgresql) or set DATABASE_URL to a server you run")
+
+// Options configures Start.
+type Options struct {
+	// Dir holds the cluster; empty means a new temporary directory, removed by Stop.
+	Dir string
+	// Fsync keeps fsync on (for benchmarks); tests turn it off for speed.
+	Fsync bool
+	// Settings are extra postgres -c name=value settings.
+	Settings map[string]string
+	// Log receives the server's output; nil discards it.
+	LogFile string
+}
+
+// Server is a running local cluster.
+type Server struct {
+	Port    int
+	Dir     string
+	bin     string
+	opts    Options
+	cred    *syscall.Credential
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	tempDir bool
+}
+
+// FindBin returns the directory holding initdb, postgres, pg_isready and
+// psql: PG_BIN if set, then the newest /usr/lib/postgresql/*/bin, then the
+// directory of initdb on PATH (symlinks resolved).
+func FindBin() (string, error) {
+	if d := os.Getenv("PG_BIN"); d != "" {
+		if !complete(d) {
+			return "", fmt.Errorf("PG_BIN=%s lacks initdb, postgres, pg_isready or psql", d)
+		}
+		return d, nil
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			dirs = append(dirs, filepath.Dir(r))
+		}
+	}
+	for _, d := range dirs {
+		if complete(d) {
+			return d, nil
+		}
+	}
+	return "", ErrNoBinaries
+}
+
+func complete(dir string) bool {
+	for _, b := range []string{"initdb", "postgres", "pg_isready", "psql"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func version(dir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(dir)))
+	return n
+}
+
+// Start initialises a cluster (unless Dir already holds one) and starts it.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	bin, err := FindBin()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{bin: bin, opts: opts, Dir: opts.Dir}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, errors.New("running as root, and PostgreSQL refuses to: create a 'postgres' user (the Debian package does) or run as another user")
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	if s.Dir == "" {
+		s.Dir, err = os.MkdirTemp("", "creditgate-pg-")
+		if err != nil {
+			return nil, err
+		}
+		s.tempDir = true
+	}
+	if err := s.chown(s.Dir); err != nil {
+		return nil, err
+	}
+	data := filepath.Join(s.Dir, "data")
+	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres",
+			"--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			s.cleanup()
+			return nil, fmt.Errorf("initdb: %w\n%s", err, out)
+		}
+	}
+	if s.Port, err = freePort(); err != nil {
+		s.cleanup()
+		return nil, err
+	}
+	if err := s.Restart(ctx); err != nil {
+		s.cleanup()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) chown(dir string) error {
+	if s.cred == nil {
+		return nil
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chown(dir, int(s.cred.Uid), int(s.cred.Gid))
+}
+
+// Restart starts the server again after Stop, on the same port and data.
+func (s *Server) Restart(ctx context.Context) error {
+	args := []string{"-D", filepath.Join(s.Dir, "data"), "-p", strconv.Itoa(s.Port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + s.Dir,
+		"-c", "max_connections=300", "-c", "shared_buffers=128MB"}
+	if !s.opts.Fsync {
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	keys := make([]string, 0, len(s.opts.Settings))
+	for k := range s.opts.Settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		args = append(args, "-c", k+"="+s.opts.Settings[k])
+	}
+	cmd := exec.Command(filepath.Join(s.bin, "postgres"), args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Setpgid: true}
+	if s.opts.LogFile != "" {
+		f, err := os.OpenFile(s.opts.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cmd.Stdout, cmd.Stderr = f, f
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start postgres: %w", err)
+	}
+	s.cmd = cmd
+	s.exited = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(s.exited) }()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", s.addr(), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			// Accepting TCP is not accepting queries; pg_isready tells.
+			if exec.Command(filepath.Join(s.bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(s.Port)).Run() == nil {
+				return nil
+			}
+		}
+		select {
+		case <-s.exited:
+			return errors.New("postgres exited during start-up (see its log)")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return errors.New("postgres did not accept connections within 30s")
+		}
+	}
+}
+
+func (s *Server) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
+
+// URL returns a connection URL for database name.
+func (s *Server) URL(name string) string {
+	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", s.addr(), name)
+}
+
+// Stop shuts the server down fast (in-flight transactions are rolled back)
+// and waits for it to exit.
+func (s *Server) Stop() error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return nil
+	}
+	select {
+	case <-s.exited:
+		return nil
+	default:
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.exited
+	}
+	return nil
+}
+
+// Close stops the server and removes a temporary cluster.
+func (s *Server) Close() error {
+	err := s.Stop()
+	s.cleanup()
+	return err
+}
+
+func (s *Server) cleanup() {
+	if s.tempDir {
+		_ = os.RemoveAll(s.Dir)
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// CreateDatabase runs CREATE DATABASE through psql, optionally from a template.
+func (s *Server) CreateDatabase(ctx context.Context, name, template string) error {
+	q := "CREATE DATABASE " + quoteIdent(name)
+	if template != "" {
+		q += " TEMPLATE " + quoteIdent(template)
+	}
+	return s.Psql(ctx, "postgres", q)
+}
+
+// Psql runs one SQL command through psql.
+func (s *Server) Psql(ctx context.Context, db, sql string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+		"-h", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-U", "postgres", "-d", db, "-c", sql)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("psql: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

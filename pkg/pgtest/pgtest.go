@@ -1,0 +1,120 @@
+// Package pgtest gives tests a real, migrated PostgreSQL database each: a
+// template database is migrated once per test binary and every test gets a
+// fresh clone of it (the exposure-notifications pattern). The server is a
+// throwaway local cluster (pkg/pglocal) unless TEST_DATABASE_URL names one.
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/creditgate/creditgate/pkg/pglocal"
+	"github.com/creditgate/creditgate/pkg/postgres"
+)
+
+const templateDB = "creditgate_template"
+
+var (
+	server  *pglocal.Server // nil when TEST_DATABASE_URL is used
+	baseURL *url.URL
+	admin   *bun.DB
+	counter atomic.Int64
+)
+
+// Main starts PostgreSQL, migrates the template database, runs the tests and
+// tears everything down. Use it as TestMain's body: os.Exit(pgtest.Main(m)).
+func Main(m *testing.M) int {
+	ctx := context.Background()
+	if err := setup(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest:", err)
+		return 1
+	}
+	code := m.Run()
+	admin.Close()
+	if server != nil {
+		_ = server.Close()
+	}
+	return code
+}
+
+func setup(ctx context.Context) error {
+	var err error
+	if raw := os.Getenv("TEST_DATABASE_URL"); raw != "" {
+		if baseURL, err = url.Parse(raw); err != nil {
+			return fmt.Errorf("TEST_DATABASE_URL: %w", err)
+		}
+	} else {
+		server, err = pglocal.Start(ctx, pglocal.Options{})
+		if err != nil {
+			return fmt.Errorf("start PostgreSQL: %w (or set TEST_DATABASE_URL to a server whose user may CREATE DATABASE)", err)
+		}
+		baseURL, _ = url.Parse(server.URL("postgres"))
+	}
+	admin, err = postgres.Open(urlFor("postgres"), postgres.Options{MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	_, _ = admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+templateDB)
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+templateDB); err != nil {
+		return fmt.Errorf("create template database: %w", err)
+	}
+	db, err := postgres.Open(urlFor(templateDB), postgres.Options{MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := postgres.Migrate(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		return fmt.Errorf("migrate template: %w", err)
+	}
+	return nil
+}
+
+func urlFor(db string) string {
+	u := *baseURL
+	u.Path = "/" + db
+	return u.String()
+}
+
+// Server returns the local cluster, or nil when tests run against
+// TEST_DATABASE_URL (tests that stop the server then skip).
+func Server() *pglocal.Server { return server }
+
+// New returns a fresh migrated database for t, dropped when t ends, and its URL.
+func New(t testing.TB) (*bun.DB, string) {
+	t.Helper()
+	ctx := context.Background()
+	name := fmt.Sprintf("t_%d_%d", os.Getpid(), counter.Add(1))
+	var err error
+	for i := 0; i < 20; i++ {
+		// CREATE DATABASE … TEMPLATE fails while another session is connected
+		// to the template (a parallel clone); retry briefly.
+		if _, err = admin.ExecContext(ctx, "CREATE DATABASE "+name+" TEMPLATE "+templateDB); err == nil ||
+			!strings.Contains(err.Error(), "is being accessed by other users") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	u := urlFor(name)
+	db, err := postgres.Open(u, postgres.Options{MaxConns: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		db.Close()
+		_, _ = admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	})
+	return db, u
+}
