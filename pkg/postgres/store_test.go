@@ -58,7 +58,7 @@ func state(t *testing.T, db *bun.DB, clerkID string) userState {
 func count(t *testing.T, db *bun.DB, table string) int {
 	t.Helper()
 	var n int
-	if err := db.NewRaw("SELECT count(*) FROM " + table).Scan(context.Background(), &n); err != nil {
+	if err := db.NewRaw("SELECT count(*) FROM "+table).Scan(context.Background(), &n); err != nil {
 		t.Fatal(err)
 	}
 	return n

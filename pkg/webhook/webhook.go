@@ -48,7 +48,7 @@ type Handler struct {
 
 // Config holds a Handler's dependencies.
 type Config struct {
-	Verifier *Verifier
+	Verifier  *Verifier
 	Processor Processor
 	// Ready reports whether the service can serve (database reachable and migrated).
 	Ready   func(context.Context) error
