@@ -104,7 +104,7 @@ func migrate(ctx context.Context, getenv func(string) string, stdout, stderr io.
 			if m.Applied {
 				state = "applied"
 			}
-			fmt.Fprintf(stdout, "%-8s %s\n", state, m.Name)
+			fmt.Fprintf(stdout, "%-8s %s %s\n", state, m.Name, m.Comment)
 		}
 		return nil
 	}

@@ -28,6 +28,8 @@ var ErrNoBinaries = errors.New("no PostgreSQL server binaries found (initdb, pos
 type Options struct {
 	// Dir holds the cluster; empty means a new temporary directory, removed by Stop.
 	Dir string
+	// Port to listen on (127.0.0.1); 0 picks a free one.
+	Port int
 	// Fsync keeps fsync on (for benchmarks); tests turn it off for speed.
 	Fsync bool
 	// Settings are extra postgres -c name=value settings.
@@ -123,7 +125,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 		}
 	}
-	if s.Port, err = freePort(); err != nil {
+	s.Port = opts.Port
+	if s.Port == 0 {
+		s.Port, err = freePort()
+	}
+	if err != nil {
 		s.cleanup()
 		return nil, err
 	}

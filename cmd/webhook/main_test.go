@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	svix "github.com/svix/svix-webhooks/go"
+
+	"github.com/creditgate/creditgate/pkg/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestMigrateCommand(t *testing.T) {
+	t.Parallel()
+	_, url := pgtest.New(t)
+	// The test database is a clone of a migrated template: migrate is a no-op.
+	var out, errOut bytes.Buffer
+	getenv := env(map[string]string{"DATABASE_URL": url, "LOG_FORMAT": "text"})
+	for i := 0; i < 2; i++ {
+		if err := run(context.Background(), []string{"migrate"}, getenv, &out, &errOut); err != nil {
+			t.Fatalf("migrate #%d: %v\n%s", i+1, err, errOut.String())
+		}
+	}
+	if !strings.Contains(errOut.String(), "up to date") {
+		t.Errorf("migrate log = %q, want it to say the schema is up to date", errOut.String())
+	}
+	if err := run(context.Background(), []string{"migrate", "status"}, getenv, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "applied  20261127000001 ledger") || strings.Contains(out.String(), "pending") {
+		t.Errorf("migrate status = %q", out.String())
+	}
+}
+
+func TestServeHandlesEventAndShutsDownGracefully(t *testing.T) {
+	t.Parallel()
+	db, url := pgtest.New(t)
+	httpAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, nil, env(map[string]string{
+			"DATABASE_URL": url, "CLERK_WEBHOOK_SIGNING_SECRET": testSecret, "SIGNUP_CREDITS": "7",
+			"HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr, "LOG_LEVEL": "error",
+		}), io.Discard, io.Discard)
+	}()
+	base := "http://" + httpAddr
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready within 10s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	body := []byte(`{"type":"user.created","data":{"id":"user_main","email_addresses":[]}}`)
+	wh, _ := svix.NewWebhook(testSecret)
+	now := time.Now()
+	sig, _ := wh.Sign("msg_main", now, body)
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/webhooks/clerk", bytes.NewReader(body))
+	req.Header.Set("svix-id", "msg_main")
+	req.Header.Set("svix-timestamp", fmt.Sprint(now.Unix()))
+	req.Header.Set("svix-signature", sig)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"credits_granted":7`) {
+		t.Fatalf("POST = %d %s, want 200 granting 7", resp.StatusCode, b)
+	}
+	var available int64
+	if err := db.NewRaw("SELECT available_credits FROM users WHERE clerk_id = 'user_main'").Scan(context.Background(), &available); err != nil || available != 7 {
+		t.Errorf("available_credits = %d, %v; want 7", available, err)
+	}
+
+	mresp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, want := range []string{
+		`creditgate_webhook_deliveries_total{outcome="processed"} 1`,
+		`creditgate_credits_granted_total 7`,
+		`go_sql_max_open_connections{db_name="creditgate"} 10`,
+	} {
+		if !strings.Contains(string(mb), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	cancel() // what SIGTERM does through signal.NotifyContext
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run after shutdown = %v, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit within 15s of shutdown")
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Error("still accepting connections after shutdown")
+	}
+}
