@@ -18,6 +18,7 @@ const (
 	envDatabaseURL     = "DATABASE_URL"
 	envSigningSecret   = "CLERK_WEBHOOK_SIGNING_SECRET"
 	envSignupCredits   = "SIGNUP_CREDITS"
+	envForfeitOnDelete = "FORFEIT_ON_DELETE"
 	envHTTPAddr        = "HTTP_ADDR"
 	envMetricsAddr     = "METRICS_ADDR"
 	envLogLevel        = "LOG_LEVEL"
@@ -32,7 +33,7 @@ const (
 // EnvVars lists every variable the webhook binary reads (besides the other
 // standard OTEL_* variables, which the OpenTelemetry exporters read).
 var EnvVars = []string{
-	envDatabaseURL, envSigningSecret, envSignupCredits, envHTTPAddr, envMetricsAddr,
+	envDatabaseURL, envSigningSecret, envSignupCredits, envForfeitOnDelete, envHTTPAddr, envMetricsAddr,
 	envLogLevel, envLogFormat, envDBMaxConns, envShutdownTimeout, envShutdownDelay,
 	envOTLPEndpoint, envOTLPTraces,
 }
@@ -41,6 +42,7 @@ type config struct {
 	DatabaseURL     string
 	Secrets         []string
 	SignupCredits   int64
+	ForfeitOnDelete bool
 	HTTPAddr        string
 	MetricsAddr     string
 	LogLevel        string
@@ -94,6 +96,14 @@ func loadConfig(getenv func(string) string, needSecret bool) (config, error) {
 			bad(envSignupCredits, "must be a whole number from 1 to 1000000000, got %q", v)
 		}
 		c.SignupCredits = n
+	}
+	c.ForfeitOnDelete = true
+	if v := getenv(envForfeitOnDelete); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			bad(envForfeitOnDelete, "must be true or false, got %q", v)
+		}
+		c.ForfeitOnDelete = b
 	}
 	c.DBMaxConns = 10
 	if v := getenv(envDBMaxConns); v != "" {

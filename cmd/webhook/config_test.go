@@ -19,7 +19,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.SignupCredits != 20 || c.HTTPAddr != ":8080" || c.MetricsAddr != ":9090" || c.DBMaxConns != 10 ||
-		c.LogFormat != "json" || c.LogLevel != "info" || len(c.Secrets) != 2 {
+		c.LogFormat != "json" || c.LogLevel != "info" || len(c.Secrets) != 2 || !c.ForfeitOnDelete {
 		t.Errorf("defaults = %+v", c)
 	}
 }
@@ -35,8 +35,8 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"bad values", map[string]string{
 			"DATABASE_URL": "mysql://x", "CLERK_WEBHOOK_SIGNING_SECRET": "sk_live_supersecret",
 			"SIGNUP_CREDITS": "-3", "DB_MAX_CONNS": "lots", "HTTP_ADDR": "8080", "LOG_LEVEL": "loud",
-			"LOG_FORMAT": "xml", "SHUTDOWN_TIMEOUT": "soon",
-		}, []string{"DATABASE_URL:", "CLERK_WEBHOOK_SIGNING_SECRET: secret 1 of 1 does not start with whsec_",
+			"LOG_FORMAT": "xml", "SHUTDOWN_TIMEOUT": "soon", "FORFEIT_ON_DELETE": "maybe",
+		}, []string{"FORFEIT_ON_DELETE: must be true or false", "DATABASE_URL:", "CLERK_WEBHOOK_SIGNING_SECRET: secret 1 of 1 does not start with whsec_",
 			`SIGNUP_CREDITS: must be a whole number from 1 to 1000000000, got "-3"`, "DB_MAX_CONNS:", "HTTP_ADDR:",
 			"LOG_LEVEL:", "LOG_FORMAT:", "SHUTDOWN_TIMEOUT:"}},
 		{"secret not base64", map[string]string{"DATABASE_URL": "postgres://x/y", "CLERK_WEBHOOK_SIGNING_SECRET": "whsec_!!!notbase64"},

@@ -40,6 +40,7 @@ Environment:
   DATABASE_URL                  PostgreSQL URL (required)
   CLERK_WEBHOOK_SIGNING_SECRET  whsec_ secret(s), separated by spaces or commas (required to serve)
   SIGNUP_CREDITS                credits granted once per new Clerk user (default 20)
+  FORFEIT_ON_DELETE             on user.deleted, debit the remaining credits (default true)
   HTTP_ADDR                     application listener (default :8080)
   METRICS_ADDR                  Prometheus listener (default :9090)
   LOG_LEVEL                     debug|info|warn|error (default info)
@@ -154,7 +155,12 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("%s: %w", envSigningSecret, err)
 	}
-	svc := &ledger.Service{Store: postgres.NewStore(db), Decode: clerk.Decode, SignupCredits: cfg.SignupCredits}
+	svc := &ledger.Service{
+		Store:           postgres.NewStore(db),
+		Decode:          clerk.Decode,
+		SignupCredits:   cfg.SignupCredits,
+		ForfeitOnDelete: cfg.ForfeitOnDelete,
+	}
 
 	var draining atomic.Bool
 	h := webhook.New(webhook.Config{

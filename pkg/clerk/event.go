@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -135,12 +136,23 @@ func Decode(body []byte) (ledger.Change, error) {
 		return c, invalid("field %s", describe(err))
 	}
 	switch c.EventType {
-	case EventUserCreated:
+	case EventUserCreated, EventUserUpdated:
 		c.Kind = ledger.ChangeUserCreated
+		if c.EventType == EventUserUpdated {
+			c.Kind = ledger.ChangeUserUpdated
+		}
 		c.Email = u.PrimaryEmail()
 		if !utf8.ValidString(c.Email) || strings.ContainsRune(c.Email, 0) {
 			return c, invalid("primary email address is not valid text")
 		}
+		if u.UpdatedAt < 0 {
+			return c, invalid("field \"data.updated_at\" must not be negative")
+		}
+		if u.UpdatedAt > 0 {
+			c.UpdatedAt = time.UnixMilli(u.UpdatedAt).UTC()
+		}
+	case EventUserDeleted:
+		c.Kind = ledger.ChangeUserDeleted
 	}
 	return c, nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
@@ -31,10 +32,12 @@ func TestDecodeDocumentedPayloads(t *testing.T) {
 		want ledger.Change
 	}{
 		{"user.created.json", ledger.Change{Kind: ledger.ChangeUserCreated, EventType: "user.created",
-			ClerkUserID: "user_29w83sxmDNGwOuEthce5gg56FcC", Email: "example@example.org"}},
-		{"user.updated.json", ledger.Change{Kind: ledger.ChangeOther, EventType: "user.updated",
-			ClerkUserID: "user_29w83sxmDNGwOuEthce5gg56FcC"}},
-		{"user.deleted.json", ledger.Change{Kind: ledger.ChangeOther, EventType: "user.deleted",
+			ClerkUserID: "user_29w83sxmDNGwOuEthce5gg56FcC", Email: "example@example.org",
+			UpdatedAt: time.UnixMilli(1654012591835).UTC()}},
+		{"user.updated.json", ledger.Change{Kind: ledger.ChangeUserUpdated, EventType: "user.updated",
+			ClerkUserID: "user_29w83sxmDNGwOuEthce5gg56FcC", Email: "example@example.org",
+			UpdatedAt: time.UnixMilli(1654012824306).UTC()}},
+		{"user.deleted.json", ledger.Change{Kind: ledger.ChangeUserDeleted, EventType: "user.deleted",
 			ClerkUserID: "user_29wBMCtzATuFJut8jO2VNTVekS4"}},
 	}
 	for _, tt := range tests {
@@ -91,6 +94,9 @@ func TestDecodeRejects(t *testing.T) {
 		{"id with newline", `{"type":"user.created","data":{"id":"user\n1"}}`, "non-printable"},
 		{"emails not array", `{"type":"user.created","data":{"id":"user_1","email_addresses":{}}}`, "data.email_addresses"},
 		{"primary id number", `{"type":"user.created","data":{"id":"user_1","primary_email_address_id":5}}`, "data.primary_email_address_id"},
+		{"updated_at string", `{"type":"user.updated","data":{"id":"user_1","updated_at":"yesterday"}}`, "data.updated_at"},
+		{"updated_at negative", `{"type":"user.updated","data":{"id":"user_1","updated_at":-5}}`, "data.updated_at"},
+		{"deleted without id", `{"type":"user.deleted","data":{"deleted":true,"object":"user"}}`, `missing field "data.id"`},
 	}
 	for _, tt := range tests {
 		_, err := clerk.Decode([]byte(tt.body))

@@ -35,6 +35,9 @@ const (
 	StatusIgnored   EventStatus = "ignored"
 	StatusRejected  EventStatus = "rejected"
 	StatusFailed    EventStatus = "failed"
+	// StatusStale marks an event that changed nothing because the stored user
+	// is newer (an older user.updated) or deleted (a late user.created).
+	StatusStale EventStatus = "stale"
 )
 
 // Outcome is what one delivery did; it is reported to the sender and counted.
@@ -46,6 +49,7 @@ const (
 	OutcomeDuplicate Outcome = "duplicate"
 	OutcomeIgnored   Outcome = "ignored"
 	OutcomeRejected  Outcome = "rejected"
+	OutcomeStale     Outcome = "stale"
 )
 
 // Ledger entry vocabulary.
@@ -53,7 +57,8 @@ const (
 	TypeCredit = "credit"
 	TypeDebit  = "debit"
 
-	ReasonSignupBonus = "signup_bonus"
+	ReasonSignupBonus    = "signup_bonus"
+	ReasonAccountDeleted = "account_deleted"
 )
 
 // DefaultSignupCredits is the signup grant when SIGNUP_CREDITS is not set.
@@ -62,6 +67,10 @@ const DefaultSignupCredits = 20
 // SignupKey is the idempotency key of a Clerk user's signup grant: the one
 // cause that makes the grant exist at most once, whichever path creates it.
 func SignupKey(clerkUserID string) string { return "signup:" + clerkUserID }
+
+// ForfeitKey is the idempotency key of the debit that forfeits a deleted
+// user's remaining credits.
+func ForfeitKey(clerkUserID string) string { return "account_deleted:" + clerkUserID }
 
 // Delivery is one verified webhook message: the Svix message id and the exact
 // bytes that were signed.
@@ -80,6 +89,10 @@ const (
 	ChangeOther ChangeKind = iota
 	// ChangeUserCreated is Clerk's user.created.
 	ChangeUserCreated
+	// ChangeUserUpdated is Clerk's user.updated.
+	ChangeUserUpdated
+	// ChangeUserDeleted is Clerk's user.deleted.
+	ChangeUserDeleted
 )
 
 // Change is the decoded meaning of a Clerk event.
@@ -90,20 +103,31 @@ type Change struct {
 	// Email is the primary email address, or "" when the user has none
 	// (phone-only or web3 sign-ups).
 	Email string
+	// UpdatedAt is Clerk's data.updated_at: the version of the user the event
+	// carries. Zero when the event has none (user.deleted).
+	UpdatedAt time.Time
 }
 
 // Decoder turns a verified body into a Change. Its errors wrap ErrInvalidEvent;
 // a Decoder never sees the network or the database.
 type Decoder func(body []byte) (Change, error)
 
-// Signup is the work of a user.created delivery: upsert the user, grant the
-// signup credit once, and record the event as processed, atomically.
-type Signup struct {
-	Delivery    Delivery
-	EventType   string
-	ClerkUserID string
-	Email       string
-	Credits     int64
+// UserChange is the work of a user.created, user.updated or user.deleted
+// delivery, applied atomically with the event's record:
+//
+//   - created/updated: create the user if unknown (Clerk's order is not
+//     guaranteed, the create may be late or lost), take the email only from
+//     an event newer than the stored version, and grant the signup credit
+//     once. A deleted user is never revived or credited.
+//   - deleted: mark the user deleted (creating a tombstone if unknown, so a
+//     late create cannot revive it) and, if Forfeit, debit what is left.
+type UserChange struct {
+	Delivery Delivery
+	Change   Change
+	// SignupCredits is the grant for a new user.
+	SignupCredits int64
+	// Forfeit debits a deleted user's remaining credits.
+	Forfeit bool
 }
 
 // Result is the outcome of one delivery.
@@ -113,6 +137,8 @@ type Result struct {
 	EventType      string  `json:"event_type,omitempty"`
 	ClerkUserID    string  `json:"clerk_user_id,omitempty"`
 	CreditsGranted int64   `json:"credits_granted"`
+	// CreditsForfeited is what a user.deleted debited.
+	CreditsForfeited int64 `json:"credits_forfeited,omitempty"`
 	// Reason explains a rejection; empty otherwise.
 	Reason string `json:"reason,omitempty"`
 }
@@ -120,10 +146,11 @@ type Result struct {
 // Store is what the ledger needs from persistence. Every method is one
 // business operation in one transaction.
 type Store interface {
-	// ApplySignup records the delivery and grants the signup credit unless the
-	// delivery's svix id was already handled, in which case it returns the
-	// stored outcome as a duplicate and changes nothing.
-	ApplySignup(ctx context.Context, s Signup) (Result, error)
+	// ApplyUserChange records the delivery and applies its change to the user
+	// and the ledger, unless the delivery's svix id was already handled, in
+	// which case it returns the stored outcome as a duplicate and changes
+	// nothing. Events of one user serialize.
+	ApplyUserChange(ctx context.Context, c UserChange) (Result, error)
 	// RecordOutcome stores a delivery that moves no credits (ignored or
 	// rejected), or returns the earlier outcome of the same svix id.
 	RecordOutcome(ctx context.Context, d Delivery, c Change, status EventStatus, reason string) (Result, error)
@@ -138,6 +165,9 @@ type Service struct {
 	Store         Store
 	Decode        Decoder
 	SignupCredits int64
+	// ForfeitOnDelete debits a deleted user's remaining credits
+	// (reason account_deleted).
+	ForfeitOnDelete bool
 }
 
 // Process decodes and applies one verified delivery. An invalid event is
@@ -155,13 +185,12 @@ func (s *Service) Process(ctx context.Context, d Delivery) (Result, error) {
 
 	var res Result
 	switch change.Kind {
-	case ChangeUserCreated:
-		res, err = s.Store.ApplySignup(ctx, Signup{
-			Delivery:    d,
-			EventType:   change.EventType,
-			ClerkUserID: change.ClerkUserID,
-			Email:       change.Email,
-			Credits:     s.SignupCredits,
+	case ChangeUserCreated, ChangeUserUpdated, ChangeUserDeleted:
+		res, err = s.Store.ApplyUserChange(ctx, UserChange{
+			Delivery:      d,
+			Change:        change,
+			SignupCredits: s.SignupCredits,
+			Forfeit:       s.ForfeitOnDelete,
 		})
 	default:
 		res, err = s.Store.RecordOutcome(ctx, d, change, StatusIgnored, "")

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/uptrace/bun"
@@ -47,9 +48,12 @@ func truncate(s string) string {
 }
 
 // claimEventAndUserSQL records the event as processed, unless its svix id was
-// seen before and did not fail, and then upserts the user, taking the user's
-// row lock: every event of one user serializes on it, always after the event
-// row, so concurrent deliveries cannot deadlock.
+// seen before and did not fail, and then upserts the user: a new one is
+// inserted with the event's state (a tombstone when the event is a delete), an
+// existing one is only locked and returned as stored. Every event of one user
+// serializes on that row lock, always taken after the event row's, so
+// concurrent deliveries cannot deadlock. xmax = 0 tells an insert from a
+// conflict.
 const claimEventAndUserSQL = `
 WITH ev AS (
 	INSERT INTO webhook_events AS w
@@ -60,12 +64,14 @@ WITH ev AS (
 		WHERE w.status = 'failed'
 	RETURNING 1
 ), u AS (
-	INSERT INTO users AS u (clerk_id, email)
-	SELECT ?2, ?6 WHERE EXISTS (SELECT 1 FROM ev)
+	INSERT INTO users AS u (clerk_id, email, clerk_updated_at, deleted_at)
+	SELECT ?2, ?6, ?7::timestamptz, CASE WHEN ?8 THEN now() END WHERE EXISTS (SELECT 1 FROM ev)
 	ON CONFLICT (clerk_id) DO UPDATE SET clerk_id = EXCLUDED.clerk_id
-	RETURNING u.id
+	RETURNING u.id, u.xmax = 0 AS inserted, u.deleted_at IS NOT NULL AS deleted,
+		u.clerk_updated_at, u.available_credits
 )
-SELECT EXISTS (SELECT 1 FROM ev), (SELECT id FROM u)`
+SELECT EXISTS (SELECT 1 FROM ev), u.id, u.inserted, u.deleted, u.clerk_updated_at, u.available_credits
+FROM (SELECT 1) AS one LEFT JOIN u ON true`
 
 // postEntrySQL appends one ledger entry unless its idempotency key exists, and
 // moves the user's balances by it in the same statement. A debit that would
@@ -111,59 +117,153 @@ func postEntry(ctx context.Context, db bun.IDB, e Entry) (bool, error) {
 	return n == 1, nil
 }
 
-// ApplySignup implements ledger.Store. A new event costs one transaction of
-// two statements and one commit.
-func (s *Store) ApplySignup(ctx context.Context, su ledger.Signup) (ledger.Result, error) {
-	d := su.Delivery
-	res := ledger.Result{
-		SvixID:      d.SvixID,
-		Status:      ledger.OutcomeProcessed,
-		EventType:   su.EventType,
-		ClerkUserID: su.ClerkUserID,
-	}
+// claimed is the user row as claimEventAndUserSQL found or made it.
+type claimed struct {
+	isNew          bool // the svix id was not handled before
+	userID         int64
+	inserted       bool
+	deleted        bool
+	clerkUpdatedAt sql.NullTime
+	available      int64
+}
+
+// ApplyUserChange implements ledger.Store. A new user costs one transaction
+// of two statements and one commit.
+func (s *Store) ApplyUserChange(ctx context.Context, uc ledger.UserChange) (ledger.Result, error) {
+	d, c := uc.Delivery, uc.Change
 	payload, raw := payloadArgs(d.Body)
+	isDelete := c.Kind == ledger.ChangeUserDeleted
+	var updatedAt any
+	if !c.UpdatedAt.IsZero() && !isDelete {
+		updatedAt = c.UpdatedAt
+	}
+	var res ledger.Result
 	var duplicate bool
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		var isNew bool
+		res = ledger.Result{SvixID: d.SvixID, Status: ledger.OutcomeProcessed, EventType: c.EventType, ClerkUserID: c.ClerkUserID}
+		var cl claimed
 		var userID sql.NullInt64
+		var inserted, deleted sql.NullBool
+		var available sql.NullInt64
+		email := nullable(c.Email)
+		if isDelete {
+			email = nil
+		}
 		if err := tx.QueryRowContext(ctx, claimEventAndUserSQL,
-			d.SvixID, su.EventType, su.ClerkUserID, payload, raw, d.ReceivedAt, nullable(su.Email),
-		).Scan(&isNew, &userID); err != nil {
+			d.SvixID, c.EventType, c.ClerkUserID, payload, raw, d.ReceivedAt, email, updatedAt, isDelete,
+		).Scan(&cl.isNew, &userID, &inserted, &deleted, &cl.clerkUpdatedAt, &available); err != nil {
 			return fmt.Errorf("claim event: %w", err)
 		}
-		if !isNew {
+		if !cl.isNew {
 			duplicate = true
 			return nil
 		}
 		if !userID.Valid {
-			return errors.New("claim event: user upsert returned no id")
+			return errors.New("claim event: user upsert returned no row")
 		}
-		granted, err := postEntry(ctx, tx, Entry{
-			UserID:         userID.Int64,
-			ClerkID:        su.ClerkUserID,
-			Amount:         su.Credits,
-			Type:           ledger.TypeCredit,
-			Reason:         ledger.ReasonSignupBonus,
-			IdempotencyKey: ledger.SignupKey(su.ClerkUserID),
-			WebhookEventID: d.SvixID,
-		})
+		cl.userID, cl.inserted, cl.deleted, cl.available = userID.Int64, inserted.Bool, deleted.Bool, available.Int64
+
+		var changed bool
+		var err error
+		if isDelete {
+			changed, err = applyDelete(ctx, tx, uc, cl, &res)
+		} else {
+			changed, err = applyUpsert(ctx, tx, uc, cl, &res)
+		}
 		if err != nil {
 			return err
 		}
-		if granted {
-			res.CreditsGranted = su.Credits
-		} else {
-			res.CreditsGranted = 0
+		if !changed {
+			res.Status = ledger.OutcomeStale
+			if _, err := tx.ExecContext(ctx, "UPDATE webhook_events SET status = 'stale' WHERE svix_id = ?", d.SvixID); err != nil {
+				return fmt.Errorf("mark event stale: %w", err)
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return ledger.Result{}, fmt.Errorf("apply signup %s: %w", su.ClerkUserID, err)
+		return ledger.Result{}, fmt.Errorf("apply %s for %s: %w", c.EventType, c.ClerkUserID, err)
 	}
 	if duplicate {
 		return s.storedOutcome(ctx, d.SvixID)
 	}
 	return res, nil
+}
+
+// applyUpsert applies a user.created/user.updated to the claimed user and
+// reports whether anything changed.
+func applyUpsert(ctx context.Context, tx bun.Tx, uc ledger.UserChange, cl claimed, res *ledger.Result) (bool, error) {
+	c := uc.Change
+	if cl.deleted {
+		return false, nil // a tombstone: never revived, never credited again
+	}
+	changed := cl.inserted
+	if !cl.inserted && newer(c.UpdatedAt, cl.clerkUpdatedAt) {
+		if _, err := tx.ExecContext(ctx,
+			"UPDATE users SET email = ?, clerk_updated_at = ?, updated_at = now() WHERE id = ?",
+			nullable(c.Email), c.UpdatedAt, cl.userID); err != nil {
+			return false, fmt.Errorf("update user: %w", err)
+		}
+		changed = true
+	}
+	granted, err := postEntry(ctx, tx, Entry{
+		UserID:         cl.userID,
+		ClerkID:        c.ClerkUserID,
+		Amount:         uc.SignupCredits,
+		Type:           ledger.TypeCredit,
+		Reason:         ledger.ReasonSignupBonus,
+		IdempotencyKey: ledger.SignupKey(c.ClerkUserID),
+		WebhookEventID: uc.Delivery.SvixID,
+	})
+	if err != nil {
+		return false, err
+	}
+	if granted {
+		res.CreditsGranted = uc.SignupCredits
+		changed = true
+	}
+	return changed, nil
+}
+
+// newer reports whether an event's version is newer than the stored one. An
+// event without a version never overrides a stored one.
+func newer(event time.Time, stored sql.NullTime) bool {
+	if event.IsZero() {
+		return !stored.Valid
+	}
+	return !stored.Valid || event.After(stored.Time)
+}
+
+// applyDelete applies a user.deleted to the claimed user and reports whether
+// anything changed. An unknown user was just inserted as a tombstone.
+func applyDelete(ctx context.Context, tx bun.Tx, uc ledger.UserChange, cl claimed, res *ledger.Result) (bool, error) {
+	if cl.inserted {
+		return true, nil
+	}
+	if cl.deleted {
+		return false, nil
+	}
+	// The address is personal data and may move to another account; the
+	// credit rows stay, keyed by clerk_id.
+	if _, err := tx.ExecContext(ctx,
+		"UPDATE users SET deleted_at = now(), email = NULL, updated_at = now() WHERE id = ?", cl.userID); err != nil {
+		return false, fmt.Errorf("delete user: %w", err)
+	}
+	if uc.Forfeit && cl.available > 0 {
+		if _, err := postEntry(ctx, tx, Entry{
+			UserID:         cl.userID,
+			ClerkID:        uc.Change.ClerkUserID,
+			Amount:         cl.available,
+			Type:           ledger.TypeDebit,
+			Reason:         ledger.ReasonAccountDeleted,
+			IdempotencyKey: ledger.ForfeitKey(uc.Change.ClerkUserID),
+			WebhookEventID: uc.Delivery.SvixID,
+		}); err != nil {
+			return false, err
+		}
+		res.CreditsForfeited = cl.available
+	}
+	return true, nil
 }
 
 // recordOutcomeSQL stores an event that moves no credits; a failed earlier
