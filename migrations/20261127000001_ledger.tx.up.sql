@@ -33,7 +33,7 @@ CREATE TABLE webhook_events (
 
 -- The reconciler's work queue: only unfinished events, oldest first.
 CREATE INDEX webhook_events_unfinished_idx ON webhook_events (received_at)
-    WHERE status NOT IN ('processed', 'ignored', 'rejected');
+    WHERE status = 'failed';
 
 CREATE TABLE credit_transactions (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

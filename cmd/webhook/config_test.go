@@ -5,13 +5,13 @@ import (
 	"testing"
 )
 
-func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+func envMap(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 func TestLoadConfigDefaults(t *testing.T) {
 	t.Parallel()
-	c, err := loadConfig(env(map[string]string{
+	c, _, err := loadConfig(envMap(map[string]string{
 		"DATABASE_URL":                 "postgres://u:p@db/creditgate",
 		"CLERK_WEBHOOK_SIGNING_SECRET": testSecret + ", " + testSecret,
 	}), true)
@@ -43,7 +43,7 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 			[]string{"CLERK_WEBHOOK_SIGNING_SECRET: secret 1 of 1 is not valid base64"}},
 	}
 	for _, tt := range tests {
-		_, err := loadConfig(env(tt.env), true)
+		_, _, err := loadConfig(envMap(tt.env), true)
 		if err == nil {
 			t.Errorf("%s: no error", tt.name)
 			continue
@@ -63,7 +63,7 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 
 func TestMigrateDoesNotNeedSigningSecret(t *testing.T) {
 	t.Parallel()
-	if _, err := loadConfig(env(map[string]string{"DATABASE_URL": "postgres://x/y"}), false); err != nil {
+	if _, _, err := loadConfig(envMap(map[string]string{"DATABASE_URL": "postgres://x/y"}), false); err != nil {
 		t.Errorf("migrate config: %v", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/creditgate/creditgate/pkg/clerk"
 	"github.com/creditgate/creditgate/pkg/ledger"
 	"github.com/creditgate/creditgate/pkg/postgres"
+	"github.com/creditgate/creditgate/pkg/reconcile"
 	"github.com/creditgate/creditgate/pkg/telemetry"
 	"github.com/creditgate/creditgate/pkg/webhook"
 )
@@ -48,6 +49,11 @@ Environment:
   DB_MAX_CONNS                  database pool size (default 10)
   SHUTDOWN_DELAY                after SIGTERM, report not-ready this long before draining (default 0s)
   SHUTDOWN_TIMEOUT              longest drain of in-flight requests (default 20s)
+  CLERK_SECRET_KEY              Clerk Backend API key; when set, signup grants are written to the user's public metadata
+  CLERK_API_URL                 Clerk Backend API base URL (default https://api.clerk.com/v1)
+  CLERK_API_RPS                 most Clerk API calls per second from this process (default 20)
+  OUTBOX_MAX_ATTEMPTS           failed metadata writes before one is parked as dead (default 12)
+  BACKLOG_REFRESH               how often the backlog gauges re-query the database (default 30s)
   OTEL_EXPORTER_OTLP_ENDPOINT   export traces and OTel metrics over OTLP/HTTP when set (and the other OTEL_* variables)
 `
 
@@ -82,7 +88,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func migrate(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer, statusOnly bool) error {
-	cfg, err := loadConfig(getenv, false)
+	cfg, _, err := loadConfig(getenv, false)
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
@@ -123,7 +129,7 @@ func migrate(ctx context.Context, getenv func(string) string, stdout, stderr io.
 }
 
 func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
-	cfg, err := loadConfig(getenv, true)
+	cfg, _, err := loadConfig(getenv, true)
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
@@ -149,23 +155,47 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	}
 	defer db.Close()
 
+	store := postgres.NewStore(db)
 	reg := telemetry.NewRegistry()
 	reg.MustRegister(collectors.NewDBStatsCollector(db.DB, "creditgate"))
+	reg.MustRegister(reconcile.NewBacklogCollector(store.Backlog, cfg.BacklogRefresh, log))
 	verifier, err := webhook.NewVerifier(cfg.Secrets)
 	if err != nil {
-		return fmt.Errorf("%s: %w", envSigningSecret, err)
+		return fmt.Errorf("CLERK_WEBHOOK_SIGNING_SECRET: %w", err)
 	}
 	svc := &ledger.Service{
-		Store:           postgres.NewStore(db),
+		Store:           store,
 		Decode:          clerk.Decode,
 		SignupCredits:   cfg.SignupCredits,
 		ForfeitOnDelete: cfg.ForfeitOnDelete,
+		MetadataOutbox:  cfg.Clerk.SecretKey != "",
+	}
+	var proc webhook.Processor = svc
+	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWorker()
+	workerDone := make(chan struct{})
+	if cfg.Clerk.SecretKey != "" {
+		// Clerk metadata write-back: the grant's transaction queued it in
+		// the outbox; this worker delivers it right away, the reconciler
+		// retries whatever is left.
+		worker := reconcile.NewWorker(&reconcile.Deliverer{
+			Store:       store,
+			Writer:      clerk.NewAPI(clerk.APIConfig{SecretKey: cfg.Clerk.SecretKey, URL: cfg.Clerk.APIURL, RequestsPerSecond: cfg.Clerk.RequestsPerSec}),
+			Metrics:     reconcile.NewMetrics(reg),
+			Log:         log,
+			MaxAttempts: cfg.Clerk.OutboxAttempts,
+		}, 5*time.Second)
+		go func() { defer close(workerDone); worker.Run(workerCtx) }()
+		proc = wakeOnGrant{svc, worker}
+	} else {
+		close(workerDone)
+		log.Info("CLERK_SECRET_KEY not set: Clerk metadata write-back is off")
 	}
 
 	var draining atomic.Bool
 	h := webhook.New(webhook.Config{
 		Verifier:  verifier,
-		Processor: svc,
+		Processor: proc,
 		Ready:     readiness(db, &draining),
 		Metrics:   webhook.NewMetrics(reg),
 		Logger:    log,
@@ -189,12 +219,12 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	}
 	appLn, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", envHTTPAddr, err)
+		return fmt.Errorf("listen HTTP_ADDR: %w", err)
 	}
 	metricsLn, err := net.Listen("tcp", cfg.MetricsAddr)
 	if err != nil {
 		appLn.Close()
-		return fmt.Errorf("listen %s: %w", envMetricsAddr, err)
+		return fmt.Errorf("listen METRICS_ADDR: %w", err)
 	}
 
 	errc := make(chan error, 2)
@@ -221,11 +251,28 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	if err := app.Shutdown(sctx); err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("drain http: %w", err))
 	}
+	stopWorker()
+	<-workerDone
 	if err := metrics.Shutdown(sctx); err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("drain metrics: %w", err))
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// wakeOnGrant wakes the outbox worker when a delivery granted credits, so
+// that Clerk's metadata follows within moments rather than a poll later.
+type wakeOnGrant struct {
+	*ledger.Service
+	worker *reconcile.Worker
+}
+
+func (w wakeOnGrant) Process(ctx context.Context, d ledger.Delivery) (ledger.Result, error) {
+	res, err := w.Service.Process(ctx, d)
+	if res.CreditsGranted > 0 {
+		w.worker.Wake()
+	}
+	return res, err
 }
 
 func serveOn(s *http.Server, ln net.Listener) error {

@@ -34,7 +34,7 @@ func TestMigrateCommand(t *testing.T) {
 	_, url := pgtest.New(t)
 	// The test database is a clone of a migrated template: migrate is a no-op.
 	var out, errOut bytes.Buffer
-	getenv := env(map[string]string{"DATABASE_URL": url, "LOG_FORMAT": "text"})
+	getenv := envMap(map[string]string{"DATABASE_URL": url, "LOG_FORMAT": "text"})
 	for i := 0; i < 2; i++ {
 		if err := run(context.Background(), []string{"migrate"}, getenv, &out, &errOut); err != nil {
 			t.Fatalf("migrate #%d: %v\n%s", i+1, err, errOut.String())
@@ -58,7 +58,7 @@ func TestServeHandlesEventAndShutsDownGracefully(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, nil, env(map[string]string{
+		done <- run(ctx, nil, envMap(map[string]string{
 			"DATABASE_URL": url, "CLERK_WEBHOOK_SIGNING_SECRET": testSecret, "SIGNUP_CREDITS": "7",
 			"HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr, "LOG_LEVEL": "error",
 		}), io.Discard, io.Discard)

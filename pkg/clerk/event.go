@@ -102,13 +102,14 @@ func Decode(body []byte) (ledger.Change, error) {
 	}
 
 	if !strings.HasPrefix(c.EventType, "user.") {
-		// Not ours to act on; keep the subject id when there is one.
+		// Not ours to act on; keep the user it concerns when it names one
+		// (session.* and others carry data.user_id).
 		var d struct {
-			ID json.RawMessage `json:"id"`
+			UserID json.RawMessage `json:"user_id"`
 		}
 		_ = json.Unmarshal(env.Data, &d)
 		var id string
-		if json.Unmarshal(d.ID, &id) == nil && checkID("data.id", id) == nil {
+		if json.Unmarshal(d.UserID, &id) == nil && checkID("data.user_id", id) == nil {
 			c.ClerkUserID = id
 		}
 		return c, nil

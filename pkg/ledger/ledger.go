@@ -128,6 +128,9 @@ type UserChange struct {
 	SignupCredits int64
 	// Forfeit debits a deleted user's remaining credits.
 	Forfeit bool
+	// Outbox writes, with a new signup grant, the Clerk metadata message
+	// that reports it.
+	Outbox bool
 }
 
 // Result is the outcome of one delivery.
@@ -168,6 +171,8 @@ type Service struct {
 	// ForfeitOnDelete debits a deleted user's remaining credits
 	// (reason account_deleted).
 	ForfeitOnDelete bool
+	// MetadataOutbox queues a Clerk metadata write with every signup grant.
+	MetadataOutbox bool
 }
 
 // Process decodes and applies one verified delivery. An invalid event is
@@ -191,6 +196,7 @@ func (s *Service) Process(ctx context.Context, d Delivery) (Result, error) {
 			Change:        change,
 			SignupCredits: s.SignupCredits,
 			Forfeit:       s.ForfeitOnDelete,
+			Outbox:        s.MetadataOutbox,
 		})
 	default:
 		res, err = s.Store.RecordOutcome(ctx, d, change, StatusIgnored, "")

@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -19,13 +18,70 @@ import (
 const maxErrorLen = 2000
 
 // payloadArgs returns the verified body as the jsonb payload, or, when
-// PostgreSQL's jsonb cannot hold it byte-for-byte meaningfully (not JSON,
-// invalid UTF-8, a \u0000 escape), as raw bytes, so that no body is lost.
+// PostgreSQL's jsonb cannot hold it (not JSON, invalid UTF-8, a \u0000 or a
+// lone surrogate escape), as raw bytes, so that no body is lost or refused.
 func payloadArgs(body []byte) (payload, raw any) {
-	if utf8.Valid(body) && json.Valid(body) && !bytes.Contains(body, []byte(`\u0000`)) {
+	if utf8.Valid(body) && json.Valid(body) && jsonbEscapesOK(body) {
 		return string(body), nil
 	}
 	return nil, body
+}
+
+// jsonbEscapesOK reports whether every \u escape in a valid JSON text is one
+// jsonb accepts: not \u0000, and surrogates only in high-low pairs.
+func jsonbEscapesOK(body []byte) bool {
+	inString := false
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; {
+		case c == '"':
+			inString = !inString
+		case c == '\\' && inString:
+			i++
+			if i >= len(body) || body[i] != 'u' {
+				continue
+			}
+			r, ok := hex4(body, i+1)
+			if !ok || r == 0 {
+				return false
+			}
+			i += 4
+			switch {
+			case r >= 0xDC00 && r <= 0xDFFF:
+				return false // a low surrogate without its high one
+			case r >= 0xD800 && r <= 0xDBFF:
+				if i+2 >= len(body) || body[i+1] != '\\' || body[i+2] != 'u' {
+					return false
+				}
+				lo, ok := hex4(body, i+3)
+				if !ok || lo < 0xDC00 || lo > 0xDFFF {
+					return false
+				}
+				i += 6
+			}
+		}
+	}
+	return true
+}
+
+func hex4(b []byte, at int) (rune, bool) {
+	if at+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[at : at+4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c-'a') + 10
+		case c >= 'A' && c <= 'F':
+			r |= rune(c-'A') + 10
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 // nullable returns nil for "" so that it is stored as NULL.
@@ -34,6 +90,14 @@ func nullable(s string) any {
 		return nil
 	}
 	return s
+}
+
+// nullableTime returns nil for the zero time so that it is stored as NULL.
+func nullableTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
 }
 
 func truncate(s string) string {
@@ -75,14 +139,23 @@ FROM (SELECT 1) AS one LEFT JOIN u ON true`
 
 // postEntrySQL appends one ledger entry unless its idempotency key exists, and
 // moves the user's balances by it in the same statement. A debit that would
-// take available_credits below zero fails the CHECK constraint.
+// take available_credits below zero fails the CHECK constraint. When ?7 is
+// true, a new entry also queues the Clerk metadata write that reports it
+// (the outbox), still in the same statement: a grant and its report exist
+// together or not at all.
 const postEntrySQL = `
 WITH e AS (
 	INSERT INTO credit_transactions
 		(user_id, clerk_id, amount, type, reason, status, idempotency_key, webhook_event_id)
 	VALUES (?0, ?1, ?2, ?3, ?4, 'completed', ?5, ?6)
 	ON CONFLICT (idempotency_key) DO NOTHING
-	RETURNING user_id, amount, type
+	RETURNING user_id, clerk_id, amount, type, idempotency_key
+), o AS (
+	INSERT INTO clerk_metadata_outbox (user_id, clerk_id, idempotency_key, public_metadata)
+	SELECT e.user_id, e.clerk_id, 'metadata:' || e.idempotency_key,
+		jsonb_build_object('creditgate', jsonb_build_object('user_id', e.user_id, 'signup_credits', e.amount))
+	FROM e WHERE ?7
+	ON CONFLICT (idempotency_key) DO NOTHING
 )
 UPDATE users SET
 	available_credits = available_credits + CASE WHEN e.type = 'credit' THEN e.amount ELSE -e.amount END,
@@ -100,13 +173,15 @@ type Entry struct {
 	IdempotencyKey string
 	// WebhookEventID is the svix id that caused the entry, or "".
 	WebhookEventID string
+	// Outbox queues the Clerk metadata write reporting a new entry.
+	Outbox bool
 }
 
 // postEntry appends e and moves the balances; it reports false when an entry
 // with the same idempotency key already exists (and then changes nothing).
 func postEntry(ctx context.Context, db bun.IDB, e Entry) (bool, error) {
 	res, err := db.ExecContext(ctx, postEntrySQL,
-		e.UserID, e.ClerkID, e.Amount, e.Type, e.Reason, e.IdempotencyKey, nullable(e.WebhookEventID))
+		e.UserID, e.ClerkID, e.Amount, e.Type, e.Reason, e.IdempotencyKey, nullable(e.WebhookEventID), e.Outbox)
 	if err != nil {
 		return false, fmt.Errorf("post %s: %w", e.IdempotencyKey, err)
 	}
@@ -134,8 +209,8 @@ func (s *Store) ApplyUserChange(ctx context.Context, uc ledger.UserChange) (ledg
 	payload, raw := payloadArgs(d.Body)
 	isDelete := c.Kind == ledger.ChangeUserDeleted
 	var updatedAt any
-	if !c.UpdatedAt.IsZero() && !isDelete {
-		updatedAt = c.UpdatedAt
+	if !isDelete {
+		updatedAt = nullableTime(c.UpdatedAt)
 	}
 	var res ledger.Result
 	var duplicate bool
@@ -200,21 +275,13 @@ func applyUpsert(ctx context.Context, tx bun.Tx, uc ledger.UserChange, cl claime
 	changed := cl.inserted
 	if !cl.inserted && newer(c.UpdatedAt, cl.clerkUpdatedAt) {
 		if _, err := tx.ExecContext(ctx,
-			"UPDATE users SET email = ?, clerk_updated_at = ?, updated_at = now() WHERE id = ?",
-			nullable(c.Email), c.UpdatedAt, cl.userID); err != nil {
+			"UPDATE users SET email = ?, clerk_updated_at = ?::timestamptz, updated_at = now() WHERE id = ?",
+			nullable(c.Email), nullableTime(c.UpdatedAt), cl.userID); err != nil {
 			return false, fmt.Errorf("update user: %w", err)
 		}
 		changed = true
 	}
-	granted, err := postEntry(ctx, tx, Entry{
-		UserID:         cl.userID,
-		ClerkID:        c.ClerkUserID,
-		Amount:         uc.SignupCredits,
-		Type:           ledger.TypeCredit,
-		Reason:         ledger.ReasonSignupBonus,
-		IdempotencyKey: ledger.SignupKey(c.ClerkUserID),
-		WebhookEventID: uc.Delivery.SvixID,
-	})
+	granted, err := grantSignup(ctx, tx, cl.userID, c.ClerkUserID, uc.SignupCredits, uc.Delivery.SvixID, uc.Outbox)
 	if err != nil {
 		return false, err
 	}
@@ -223,6 +290,22 @@ func applyUpsert(ctx context.Context, tx bun.Tx, uc ledger.UserChange, cl claime
 		changed = true
 	}
 	return changed, nil
+}
+
+// grantSignup posts the user's signup credit unless it exists; every path
+// that grants it (webhook, reconciler, backfill) comes through here, with the
+// one key signup:<clerk_id>.
+func grantSignup(ctx context.Context, db bun.IDB, userID int64, clerkID string, credits int64, svixID string, outbox bool) (bool, error) {
+	return postEntry(ctx, db, Entry{
+		UserID:         userID,
+		ClerkID:        clerkID,
+		Amount:         credits,
+		Type:           ledger.TypeCredit,
+		Reason:         ledger.ReasonSignupBonus,
+		IdempotencyKey: ledger.SignupKey(clerkID),
+		WebhookEventID: svixID,
+		Outbox:         outbox,
+	})
 }
 
 // newer reports whether an event's version is newer than the stored one. An

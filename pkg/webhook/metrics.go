@@ -29,7 +29,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "creditgate_webhook_deliveries_total",
-			Help: "Webhook deliveries by outcome: processed, duplicate, ignored, rejected, unauthorized, bad_request, too_large, failed.",
+			Help: "Webhook deliveries by outcome: processed, duplicate, stale, ignored, rejected, unauthorized, bad_request, too_large, failed.",
 		}, []string{"outcome"}),
 		verifyFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "creditgate_webhook_verification_failures_total",
@@ -60,7 +60,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.deliveries, m.verifyFailed, m.credits, m.processing, m.inFlight, m.httpRequests, m.httpDurations)
 	// Pre-create the series that alerts compare, so that a rate is 0, not absent.
-	for _, o := range []string{"processed", "duplicate", "ignored", "rejected", outcomeUnauthorized, outcomeBadRequest, outcomeTooLarge, outcomeFailed} {
+	for _, o := range []string{"processed", "duplicate", "stale", "ignored", "rejected", outcomeUnauthorized, outcomeBadRequest, outcomeTooLarge, outcomeFailed} {
 		m.deliveries.WithLabelValues(o)
 	}
 	for _, r := range []string{ReasonMissingHeaders, ReasonInvalidHeaders, ReasonTimestampTooOld, ReasonTimestampTooNew, ReasonInvalidSignature} {

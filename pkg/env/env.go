@@ -1,0 +1,143 @@
+// Package env reads configuration from environment variables with defaults
+// and validation, collecting every problem with the name of its variable so
+// that start-up fails once with the whole list. It records each name it reads,
+// so the set of variables a binary uses is derived from its code (the chart's
+// wiring test relies on that). It never includes a secret's value in an error.
+package env
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Reader reads variables through getenv.
+type Reader struct {
+	getenv func(string) string
+	errs   []error
+	names  []string
+}
+
+// New returns a Reader over getenv (os.Getenv in main, a map in tests).
+func New(getenv func(string) string) *Reader { return &Reader{getenv: getenv} }
+
+func (r *Reader) get(name string) string {
+	r.names = append(r.names, name)
+	return strings.TrimSpace(r.getenv(name))
+}
+
+// Fail records a problem with variable name.
+func (r *Reader) Fail(name, format string, args ...any) {
+	r.errs = append(r.errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+}
+
+// Err returns every problem recorded, joined, or nil.
+func (r *Reader) Err() error { return errors.Join(r.errs...) }
+
+// Names returns the variables read so far, in order.
+func (r *Reader) Names() []string { return append([]string(nil), r.names...) }
+
+// String returns the variable or def when it is unset.
+func (r *Reader) String(name, def string) string {
+	if v := r.get(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// Required returns the variable, recording hint as the problem when unset.
+func (r *Reader) Required(name, hint string) string {
+	v := r.get(name)
+	if v == "" {
+		r.Fail(name, "required: %s", hint)
+	}
+	return v
+}
+
+// Secret returns the variable like String; callers must not echo it.
+func (r *Reader) Secret(name string) string { return r.get(name) }
+
+// Int returns the variable as an integer within [min, max], or def.
+func (r *Reader) Int(name string, def, min, max int64) int64 {
+	v := r.get(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < min || n > max {
+		r.Fail(name, "must be a whole number from %d to %d, got %q", min, max, v)
+		return def
+	}
+	return n
+}
+
+// Bool returns the variable as a boolean (true/false/1/0), or def.
+func (r *Reader) Bool(name string, def bool) bool {
+	v := r.get(name)
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		r.Fail(name, "must be true or false, got %q", v)
+		return def
+	}
+	return b
+}
+
+// Duration returns the variable as a duration within [min, max], or def.
+func (r *Reader) Duration(name string, def, min, max time.Duration) time.Duration {
+	v := r.get(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < min || d > max {
+		r.Fail(name, "must be a duration from %s to %s such as 30s or 5m, got %q", min, max, v)
+		return def
+	}
+	return d
+}
+
+// Addr returns the variable as a listen address host:port or :port, or def.
+func (r *Reader) Addr(name, def string) string {
+	v := r.String(name, def)
+	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+		r.Fail(name, "must be host:port or :port, got %q", v)
+	}
+	return v
+}
+
+// OneOf returns the variable if it is one of allowed, or def.
+func (r *Reader) OneOf(name, def string, allowed ...string) string {
+	v := r.String(name, def)
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	r.Fail(name, "must be one of %s, got %q", strings.Join(allowed, ", "), v)
+	return def
+}
+
+// URL returns the variable if it is an http(s) URL, or def.
+func (r *Reader) URL(name, def string) string {
+	v := r.String(name, def)
+	if v != "" && !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
+		r.Fail(name, "must be an http:// or https:// URL, got %q", v)
+	}
+	return v
+}
+
+// DatabaseURL returns the required PostgreSQL connection string. Its value is
+// never echoed: it holds a password.
+func (r *Reader) DatabaseURL(name string) string {
+	v := r.Required(name, "a PostgreSQL URL such as postgres://user:pass@host:5432/creditgate?sslmode=require")
+	if v != "" && !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") && !strings.Contains(v, "=") {
+		r.Fail(name, "must be a postgres:// URL or a key=value connection string")
+	}
+	return v
+}

@@ -1,0 +1,103 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// OutboxMessage is one Clerk public-metadata write owed to Clerk. It is
+// written in the transaction that grants the credit it reports, so it exists
+// exactly when the grant does.
+type OutboxMessage struct {
+	ID          int64
+	ClerkUserID string
+	// PublicMetadata is merged into the user's public metadata (Clerk deep-
+	// merges objects): {"creditgate":{"user_id":…,"signup_credits":…}}.
+	PublicMetadata []byte
+	Attempts       int
+}
+
+// OutboxResult is what became of one attempt to deliver an outbox message.
+type OutboxResult struct {
+	// Found is false when no message was due.
+	Found     bool
+	Delivered bool
+	// Dead means the message used its attempts and was parked.
+	Dead bool
+	// Err is the delivery's error, if any.
+	Err error
+}
+
+// MetadataWriter delivers public metadata to Clerk (a merge-PATCH).
+type MetadataWriter interface {
+	WriteMetadata(ctx context.Context, clerkUserID string, publicMetadata []byte) error
+}
+
+// ClerkUser is a user as Clerk's Backend API lists it.
+type ClerkUser struct {
+	ID        string
+	Email     string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Directory lists Clerk's users, oldest first, created strictly after a time.
+type Directory interface {
+	ListUsers(ctx context.Context, createdAfter time.Time, limit, offset int) ([]ClerkUser, error)
+}
+
+// RateLimitedError is Clerk answering 429; RetryAfter is its Retry-After.
+type RateLimitedError struct {
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *RateLimitedError) Error() string {
+	return fmt.Sprintf("rate limited by Clerk (retry after %s): %v", e.RetryAfter, e.Err)
+}
+
+func (e *RateLimitedError) Unwrap() error { return e.Err }
+
+// RetryAfter returns how long err asks the caller to wait, if it is a rate limit.
+func RetryAfter(err error) (time.Duration, bool) {
+	if rl, ok := errors.AsType[*RateLimitedError](err); ok {
+		return rl.RetryAfter, true
+	}
+	return 0, false
+}
+
+// FailedEvent is a stored delivery whose processing failed, to be re-run.
+type FailedEvent struct {
+	Delivery Delivery
+	Attempts int
+}
+
+// UserRef names a user by both ids.
+type UserRef struct {
+	ID      int64
+	ClerkID string
+}
+
+// Drift is a user whose balances differ from the sums of their ledger rows.
+type Drift struct {
+	ClerkID          string
+	AvailableCredits int64
+	UsedCredits      int64
+	Credits          int64
+	Debits           int64
+}
+
+// Backlog is the state the alerts watch, read from the database.
+type Backlog struct {
+	EventsFailed             int64
+	EventsDead               int64
+	OldestUnfinishedEventAge time.Duration
+	UsersWithoutSignupCredit int64
+	OutboxPending            int64
+	OutboxDead               int64
+	OldestOutboxAge          time.Duration
+	LedgerDriftUsers         int64
+	LastSuccessfulReconcile  time.Time
+}

@@ -1,0 +1,375 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/creditgate/creditgate/pkg/ledger"
+)
+
+// The reconciler's queries. Each method is one business operation; the ones
+// that write take the user's row lock like the webhook does, so they compose
+// with live deliveries in any interleaving.
+
+// reconcileLockKey is the session advisory lock one reconciler run holds.
+const reconcileLockKey = 0x72636e6c // "rcnl"
+
+// TryReconcileLock takes the reconciler's advisory lock on a dedicated
+// connection. ok is false when another run holds it; release ends the hold.
+func (s *Store) TryReconcileLock(ctx context.Context) (release func(), ok bool, err error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("reconcile lock: %w", mapError(err))
+	}
+	if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", reconcileLockKey).Scan(&ok); err != nil {
+		conn.Close()
+		return nil, false, fmt.Errorf("reconcile lock: %w", mapError(err))
+	}
+	if !ok {
+		conn.Close()
+		return nil, false, nil
+	}
+	return func() {
+		_, _ = conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock(?)", reconcileLockKey)
+		conn.Close()
+	}, true, nil
+}
+
+// FailedEvents returns up to limit events left failed and received before
+// olderThan, oldest first.
+func (s *Store) FailedEvents(ctx context.Context, olderThan time.Time, limit int) ([]ledger.FailedEvent, error) {
+	var rows []EventRow
+	err := s.db.NewSelect().Model(&rows).
+		Column("svix_id", "payload", "raw_body", "attempts", "received_at").
+		Where("status = 'failed' AND received_at < ?", olderThan).
+		Order("received_at").Limit(int64(limit)).Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list failed events: %w", mapError(err))
+	}
+	out := make([]ledger.FailedEvent, 0, len(rows))
+	for _, r := range rows {
+		body := r.RawBody
+		if r.Payload != nil {
+			body = r.Payload
+		}
+		out = append(out, ledger.FailedEvent{
+			Delivery: ledger.Delivery{SvixID: r.SvixID, Body: body, ReceivedAt: r.ReceivedAt},
+			Attempts: r.Attempts,
+		})
+	}
+	return out, nil
+}
+
+// MarkDead parks a failed event that has used maxAttempts; it reports whether
+// the event was parked.
+func (s *Store) MarkDead(ctx context.Context, svixID string, maxAttempts int) (bool, error) {
+	res, err := s.db.ExecContext(ctx,
+		"UPDATE webhook_events SET status = 'dead' WHERE svix_id = ? AND status = 'failed' AND attempts >= ?",
+		svixID, maxAttempts)
+	if err != nil {
+		return false, fmt.Errorf("park event %s: %w", svixID, mapError(err))
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// usersWithoutSignupSQL finds live users that lack their signup credit. It
+// asks for the credit by its key, not for a zero balance: a user who spent
+// everything holds 0 credits and must never be credited again.
+const usersWithoutSignupSQL = `
+SELECT u.id, u.clerk_id FROM users u
+WHERE u.deleted_at IS NULL
+	AND NOT EXISTS (SELECT 1 FROM credit_transactions t WHERE t.idempotency_key = 'signup:' || u.clerk_id)
+ORDER BY u.id LIMIT ?`
+
+// UsersWithoutSignupCredit returns up to limit live users lacking their signup credit.
+func (s *Store) UsersWithoutSignupCredit(ctx context.Context, limit int) ([]ledger.UserRef, error) {
+	var refs []struct {
+		ID      int64  `bun:"id"`
+		ClerkID string `bun:"clerk_id"`
+	}
+	if err := s.db.NewRaw(usersWithoutSignupSQL, limit).Scan(ctx, &refs); err != nil {
+		return nil, fmt.Errorf("list users without signup credit: %w", mapError(err))
+	}
+	out := make([]ledger.UserRef, len(refs))
+	for i, r := range refs {
+		out[i] = ledger.UserRef{ID: r.ID, ClerkID: r.ClerkID}
+	}
+	return out, nil
+}
+
+// GrantMissingSignup grants the signup credit to a live user that lacks it,
+// under the user's row lock; it reports whether it granted.
+func (s *Store) GrantMissingSignup(ctx context.Context, u ledger.UserRef, credits int64, outbox bool) (bool, error) {
+	var granted bool
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		var deleted bool
+		err := tx.QueryRowContext(ctx, "SELECT deleted_at IS NOT NULL FROM users WHERE id = ? FOR UPDATE", u.ID).Scan(&deleted)
+		if err != nil {
+			return err
+		}
+		if deleted {
+			granted = false
+			return nil
+		}
+		granted, err = grantSignup(ctx, tx, u.ID, u.ClerkID, credits, "", outbox)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("grant missing signup credit to %s: %w", u.ClerkID, err)
+	}
+	return granted, nil
+}
+
+// SettledClerkUsers returns which of ids need no backfill: known here and
+// either deleted or holding their signup credit.
+func (s *Store) SettledClerkUsers(ctx context.Context, ids []string) (map[string]bool, error) {
+	var settled []string
+	err := s.db.NewRaw(`
+SELECT u.clerk_id FROM users u
+WHERE u.clerk_id IN (?)
+	AND (u.deleted_at IS NOT NULL
+		OR EXISTS (SELECT 1 FROM credit_transactions t WHERE t.idempotency_key = 'signup:' || u.clerk_id))`,
+		bun.In(ids)).Scan(ctx, &settled)
+	if err != nil {
+		return nil, fmt.Errorf("look up known users: %w", mapError(err))
+	}
+	m := make(map[string]bool, len(settled))
+	for _, id := range settled {
+		m[id] = true
+	}
+	return m, nil
+}
+
+// ensureUserSQL inserts a user Clerk lists but we lack, or locks the one we
+// have, like claimEventAndUserSQL without an event.
+const ensureUserSQL = `
+INSERT INTO users AS u (clerk_id, email, clerk_updated_at) VALUES (?0, ?1, ?2::timestamptz)
+ON CONFLICT (clerk_id) DO UPDATE SET clerk_id = EXCLUDED.clerk_id
+RETURNING u.id, u.xmax = 0, u.deleted_at IS NOT NULL, u.clerk_updated_at, u.available_credits`
+
+// EnsureUser makes a user listed by Clerk exist here with its signup credit,
+// exactly as a user.created delivery would (same key, newest email wins); a
+// tombstoned user is left alone. It reports whether it granted the credit.
+func (s *Store) EnsureUser(ctx context.Context, u ledger.ClerkUser, credits int64, outbox bool) (bool, error) {
+	var res ledger.Result
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		res = ledger.Result{}
+		var cl claimed
+		if err := tx.QueryRowContext(ctx, ensureUserSQL, u.ID, nullable(u.Email), nullableTime(u.UpdatedAt)).
+			Scan(&cl.userID, &cl.inserted, &cl.deleted, &cl.clerkUpdatedAt, &cl.available); err != nil {
+			return err
+		}
+		_, err := applyUpsert(ctx, tx, ledger.UserChange{
+			Change:        ledger.Change{Kind: ledger.ChangeUserCreated, ClerkUserID: u.ID, Email: u.Email, UpdatedAt: u.UpdatedAt},
+			SignupCredits: credits,
+			Outbox:        outbox,
+		}, cl, &res)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("backfill user %s: %w", u.ID, err)
+	}
+	return res.CreditsGranted > 0, nil
+}
+
+// Watermark returns a stored time by name; ok is false when none is stored.
+func (s *Store) Watermark(ctx context.Context, name string) (t time.Time, ok bool, err error) {
+	var v string
+	err = s.db.NewRaw("SELECT value FROM reconcile_state WHERE name = ?", name).Scan(ctx, &v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("read watermark %s: %w", name, mapError(err))
+	}
+	t, err = time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("watermark %s holds %q: %w", name, v, err)
+	}
+	return t, true, nil
+}
+
+// SetWatermark stores a time by name, never moving it backwards.
+func (s *Store) SetWatermark(ctx context.Context, name string, t time.Time) error {
+	_, err := s.db.ExecContext(ctx, `
+INSERT INTO reconcile_state AS s (name, value) VALUES (?0, ?1)
+ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+	WHERE s.value::timestamptz < EXCLUDED.value::timestamptz`, name, t.UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return fmt.Errorf("set watermark %s: %w", name, mapError(err))
+	}
+	return nil
+}
+
+// DeliverNextOutbox claims the oldest due outbox message (FOR UPDATE SKIP
+// LOCKED, so workers and reconcilers never deliver the same message at once),
+// calls deliver while holding the claim, and records the result in the same
+// transaction. On failure, retry says when to try again and whether to park
+// the message as dead; a rate limit (429) does not use up an attempt.
+//
+// A process that dies after Clerk accepted the write but before the commit
+// leaves the message pending, and it is written once more: the write is a
+// merge of the same values, so the metadata still ends right.
+func (s *Store) DeliverNextOutbox(ctx context.Context,
+	deliver func(context.Context, ledger.OutboxMessage) error,
+	retry func(msg ledger.OutboxMessage, err error) (after time.Duration, dead bool),
+) (ledger.OutboxResult, error) {
+	var res ledger.OutboxResult
+	// No automatic transaction retry here: it would call deliver twice.
+	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var msg ledger.OutboxMessage
+		var meta []byte
+		err := tx.QueryRowContext(ctx, `
+SELECT id, clerk_id, public_metadata, attempts FROM clerk_metadata_outbox
+WHERE status = 'pending' AND next_attempt_at <= now()
+ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED`).Scan(&msg.ID, &msg.ClerkUserID, &meta, &msg.Attempts)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		msg.PublicMetadata = json.RawMessage(meta)
+		res.Found = true
+		res.Err = deliver(ctx, msg)
+		if res.Err == nil {
+			res.Delivered = true
+			_, err = tx.ExecContext(ctx, `
+UPDATE clerk_metadata_outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = now(), last_error = NULL
+WHERE id = ?`, msg.ID)
+			return err
+		}
+		after, dead := retry(msg, res.Err)
+		res.Dead = dead
+		_, rateLimited := ledger.RetryAfter(res.Err)
+		status := "pending"
+		if dead {
+			status = "dead"
+		}
+		_, err = tx.ExecContext(ctx, `
+UPDATE clerk_metadata_outbox SET status = ?1, attempts = attempts + ?2, last_error = ?3,
+	next_attempt_at = now() + ?4 * interval '1 millisecond'
+WHERE id = ?0`, msg.ID, status, map[bool]int{true: 0, false: 1}[rateLimited], truncate(res.Err.Error()), after.Milliseconds())
+		return err
+	})
+	if err != nil {
+		return res, fmt.Errorf("deliver outbox: %w", mapError(err))
+	}
+	return res, nil
+}
+
+// DueOutbox counts outbox messages due now (for dry runs).
+func (s *Store) DueOutbox(ctx context.Context) (int, error) {
+	var n int
+	err := s.db.NewRaw("SELECT count(*) FROM clerk_metadata_outbox WHERE status = 'pending' AND next_attempt_at <= now()").Scan(ctx, &n)
+	return n, mapError(err)
+}
+
+// driftSQL lists users whose balances differ from their ledger rows.
+const driftSQL = `
+SELECT u.clerk_id, u.available_credits, u.used_credits, s.credits, s.debits
+FROM users u
+LEFT JOIN LATERAL (
+	SELECT COALESCE(SUM(amount) FILTER (WHERE type = 'credit'), 0) AS credits,
+		COALESCE(SUM(amount) FILTER (WHERE type = 'debit'), 0) AS debits
+	FROM credit_transactions t WHERE t.user_id = u.id
+) s ON true
+WHERE u.available_credits <> s.credits - s.debits OR u.used_credits <> s.debits
+ORDER BY u.id`
+
+// LedgerDrift returns up to limit users whose balances differ from the sums
+// of their ledger rows, and how many there are in all. It only reports: a
+// drift is a fact to investigate, never to overwrite.
+func (s *Store) LedgerDrift(ctx context.Context, limit int) ([]ledger.Drift, int, error) {
+	var rows []struct {
+		ClerkID          string `bun:"clerk_id"`
+		AvailableCredits int64  `bun:"available_credits"`
+		UsedCredits      int64  `bun:"used_credits"`
+		Credits          int64  `bun:"credits"`
+		Debits           int64  `bun:"debits"`
+	}
+	if err := s.db.NewRaw(driftSQL).Scan(ctx, &rows); err != nil {
+		return nil, 0, fmt.Errorf("audit ledger: %w", mapError(err))
+	}
+	out := make([]ledger.Drift, 0, min(limit, len(rows)))
+	for _, r := range rows[:min(limit, len(rows))] {
+		out = append(out, ledger.Drift(r))
+	}
+	return out, len(rows), nil
+}
+
+// Run outcomes recorded in reconcile_runs.
+const (
+	RunSuccess = "success"
+	RunPartial = "partial"
+	RunFailed  = "failed"
+	RunSkipped = "skipped"
+)
+
+// StartRun records the start of a reconciler run and returns its id.
+func (s *Store) StartRun(ctx context.Context) (int64, error) {
+	var id int64
+	if err := s.db.QueryRowContext(ctx, "INSERT INTO reconcile_runs DEFAULT VALUES RETURNING id").Scan(&id); err != nil {
+		return 0, fmt.Errorf("record run start: %w", mapError(err))
+	}
+	return id, nil
+}
+
+// FinishRun records a run's end, outcome and summary.
+func (s *Store) FinishRun(ctx context.Context, id int64, outcome string, summary any, runErr error) error {
+	b, err := json.Marshal(summary)
+	if err != nil {
+		return err
+	}
+	var errText any
+	if runErr != nil {
+		errText = truncate(runErr.Error())
+	}
+	_, err = s.db.ExecContext(ctx,
+		"UPDATE reconcile_runs SET finished_at = now(), outcome = ?, summary = ?::jsonb, error = ? WHERE id = ?",
+		outcome, string(b), errText, id)
+	if err != nil {
+		return fmt.Errorf("record run end: %w", mapError(err))
+	}
+	return nil
+}
+
+// backlogSQL reads every alerting gauge in one round trip.
+const backlogSQL = `
+SELECT
+	(SELECT count(*) FROM webhook_events WHERE status = 'failed'),
+	(SELECT count(*) FROM webhook_events WHERE status = 'dead'),
+	COALESCE((SELECT extract(epoch FROM now() - min(received_at)) FROM webhook_events WHERE status = 'failed'), 0),
+	(SELECT count(*) FROM users u WHERE u.deleted_at IS NULL
+		AND NOT EXISTS (SELECT 1 FROM credit_transactions t WHERE t.idempotency_key = 'signup:' || u.clerk_id)),
+	(SELECT count(*) FROM clerk_metadata_outbox WHERE status = 'pending'),
+	(SELECT count(*) FROM clerk_metadata_outbox WHERE status = 'dead'),
+	COALESCE((SELECT extract(epoch FROM now() - min(created_at)) FROM clerk_metadata_outbox WHERE status = 'pending'), 0),
+	(SELECT count(*) FROM (` + driftSQL + `) d),
+	(SELECT max(finished_at) FROM reconcile_runs WHERE outcome = 'success')`
+
+// Backlog reads the state the alerts watch. It scans the ledger to count
+// drift, so callers cache it (the webhook refreshes it at most every 30 s).
+func (s *Store) Backlog(ctx context.Context) (ledger.Backlog, error) {
+	var b ledger.Backlog
+	var oldestEvent, oldestOutbox float64
+	var last sql.NullTime
+	err := s.db.QueryRowContext(ctx, backlogSQL).Scan(&b.EventsFailed, &b.EventsDead, &oldestEvent,
+		&b.UsersWithoutSignupCredit, &b.OutboxPending, &b.OutboxDead, &oldestOutbox, &b.LedgerDriftUsers, &last)
+	if err != nil {
+		return b, fmt.Errorf("read backlog: %w", mapError(err))
+	}
+	b.OldestUnfinishedEventAge = time.Duration(oldestEvent * float64(time.Second))
+	b.OldestOutboxAge = time.Duration(oldestOutbox * float64(time.Second))
+	if last.Valid {
+		b.LastSuccessfulReconcile = last.Time
+	}
+	return b, nil
+}

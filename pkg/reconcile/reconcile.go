@@ -1,0 +1,429 @@
+// Package reconcile makes "every Clerk user holds their signup credits, and
+// Clerk's metadata says so" true even when webhooks were lost, late or cut
+// short. One Run is one bounded pass of every check (a CronJob tick); every
+// action is idempotent through the same database constraints the webhook
+// relies on, so runs may overlap with live deliveries, with each other, and be
+// killed at any point.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/creditgate/creditgate/pkg/ledger"
+)
+
+// Store is what the reconciler needs from persistence.
+type Store interface {
+	FailedEvents(ctx context.Context, olderThan time.Time, limit int) ([]ledger.FailedEvent, error)
+	MarkDead(ctx context.Context, svixID string, maxAttempts int) (bool, error)
+	UsersWithoutSignupCredit(ctx context.Context, limit int) ([]ledger.UserRef, error)
+	GrantMissingSignup(ctx context.Context, u ledger.UserRef, credits int64, outbox bool) (bool, error)
+	SettledClerkUsers(ctx context.Context, ids []string) (map[string]bool, error)
+	EnsureUser(ctx context.Context, u ledger.ClerkUser, credits int64, outbox bool) (bool, error)
+	Watermark(ctx context.Context, name string) (time.Time, bool, error)
+	SetWatermark(ctx context.Context, name string, t time.Time) error
+	OutboxStore
+	DueOutbox(ctx context.Context) (int, error)
+	LedgerDrift(ctx context.Context, limit int) ([]ledger.Drift, int, error)
+}
+
+// OutboxStore is what delivering the outbox needs.
+type OutboxStore interface {
+	DeliverNextOutbox(ctx context.Context,
+		deliver func(context.Context, ledger.OutboxMessage) error,
+		retry func(msg ledger.OutboxMessage, err error) (time.Duration, bool),
+	) (ledger.OutboxResult, error)
+}
+
+// Config bounds and tunes one run.
+type Config struct {
+	SignupCredits int64
+	// Grace: a failed event younger than this is left to Svix's own retries.
+	Grace time.Duration
+	// MaxEventAttempts parks a failed event as dead once it has used them.
+	MaxEventAttempts int
+	// EventBatch, UserBatch and OutboxBatch bound each pass.
+	EventBatch  int
+	UserBatch   int
+	OutboxBatch int
+	// BackfillPageSize and BackfillMaxPages bound the Clerk listing.
+	BackfillPageSize int
+	BackfillMaxPages int
+	// BackfillOverlap re-lists this much before the watermark, for users
+	// whose creation became visible late.
+	BackfillOverlap time.Duration
+	// OutboxMaxAttempts parks a metadata write as dead once it has used them.
+	OutboxMaxAttempts int
+	DryRun            bool
+}
+
+// WatermarkBackfill names the backfill's watermark: the created_at of the
+// newest Clerk user known to be settled.
+const WatermarkBackfill = "backfill_created_at"
+
+// Reconciler runs the passes.
+type Reconciler struct {
+	Store   Store
+	Service *ledger.Service
+	// Directory lists Clerk's users; nil skips the backfill.
+	Directory ledger.Directory
+	// Writer writes Clerk metadata; nil skips the outbox.
+	Writer  ledger.MetadataWriter
+	Metrics *Metrics
+	Log     *slog.Logger
+	Config  Config
+}
+
+// PassSummary counts one pass's items.
+type PassSummary struct {
+	Found   int `json:"found"`
+	Done    int `json:"done"`
+	Skipped int `json:"skipped,omitempty"`
+	Failed  int `json:"failed"`
+	Dead    int `json:"dead,omitempty"`
+	// Error is set when the pass could not run at all.
+	Error string `json:"error,omitempty"`
+}
+
+// Summary is a run's one-line JSON report.
+type Summary struct {
+	Outcome   string      `json:"outcome"`
+	DryRun    bool        `json:"dry_run"`
+	StartedAt time.Time   `json:"started_at"`
+	Seconds   float64     `json:"duration_seconds"`
+	Events    PassSummary `json:"events"`
+	Backfill  PassSummary `json:"backfill"`
+	Signup    PassSummary `json:"signup"`
+	Outbox    PassSummary `json:"outbox"`
+	Drift     int         `json:"ledger_drift_users"`
+	Watermark *time.Time  `json:"backfill_watermark,omitempty"`
+}
+
+// Failures is the number of items that failed in the run.
+func (s Summary) Failures() int {
+	n := s.Events.Failed + s.Backfill.Failed + s.Signup.Failed + s.Outbox.Failed
+	for _, p := range []PassSummary{s.Events, s.Backfill, s.Signup, s.Outbox} {
+		if p.Error != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// Run does one bounded pass of every check. Item failures are counted in the
+// summary (and retried next run); the error is for a run that could not
+// proceed at all (the context ended).
+func (r *Reconciler) Run(ctx context.Context) (Summary, error) {
+	s := Summary{StartedAt: time.Now().UTC(), DryRun: r.Config.DryRun}
+	s.Events = r.retryFailedEvents(ctx)
+	s.Backfill, s.Watermark = r.backfill(ctx)
+	s.Signup = r.grantMissingSignups(ctx)
+	s.Outbox = r.deliverOutbox(ctx)
+	s.Drift = r.audit(ctx)
+	s.Seconds = time.Since(s.StartedAt).Seconds()
+	s.Outcome = "success"
+	if s.Failures() > 0 {
+		s.Outcome = "partial"
+	}
+	if err := ctx.Err(); err != nil {
+		s.Outcome = "failed"
+		return s, fmt.Errorf("reconcile run cut short: %w", err)
+	}
+	return s, nil
+}
+
+func (r *Reconciler) count(pass, result string, n int) {
+	if r.Metrics != nil && n > 0 && !r.Config.DryRun {
+		r.Metrics.items.WithLabelValues(pass, result).Add(float64(n))
+	}
+}
+
+// retryFailedEvents re-runs stored failed events through the webhook's own
+// code path, oldest first, and parks those out of attempts as dead.
+func (r *Reconciler) retryFailedEvents(ctx context.Context) PassSummary {
+	var p PassSummary
+	evs, err := r.Store.FailedEvents(ctx, time.Now().Add(-r.Config.Grace), r.Config.EventBatch)
+	if err != nil {
+		p.Error = err.Error()
+		r.Log.ErrorContext(ctx, "list failed events", "error", err)
+		return p
+	}
+	p.Found = len(evs)
+	if r.Config.DryRun {
+		return p
+	}
+	for _, ev := range evs {
+		res, err := r.Service.Process(ctx, ev.Delivery)
+		switch {
+		case err == nil, errors.Is(err, ledger.ErrInvalidEvent):
+			// Processed, or now known to be invalid: either way final.
+			p.Done++
+			r.Log.InfoContext(ctx, "failed event re-run", "svix_id", ev.Delivery.SvixID, "outcome", res.Status)
+		default:
+			p.Failed++
+			dead, derr := r.Store.MarkDead(ctx, ev.Delivery.SvixID, r.Config.MaxEventAttempts)
+			if derr != nil {
+				r.Log.ErrorContext(ctx, "park event", "svix_id", ev.Delivery.SvixID, "error", derr)
+			}
+			if dead {
+				p.Dead++
+				r.Log.ErrorContext(ctx, "event parked as dead", "svix_id", ev.Delivery.SvixID, "attempts", ev.Attempts+1, "error", err)
+			} else {
+				r.Log.WarnContext(ctx, "failed event re-run failed", "svix_id", ev.Delivery.SvixID, "error", err)
+			}
+		}
+	}
+	r.count("events", resultDone, p.Done)
+	r.count("events", resultFailed, p.Failed)
+	r.count("events", resultDead, p.Dead)
+	return p
+}
+
+// grantMissingSignups credits live users that lack their signup credit.
+func (r *Reconciler) grantMissingSignups(ctx context.Context) PassSummary {
+	var p PassSummary
+	users, err := r.Store.UsersWithoutSignupCredit(ctx, r.Config.UserBatch)
+	if err != nil {
+		p.Error = err.Error()
+		r.Log.ErrorContext(ctx, "list users without signup credit", "error", err)
+		return p
+	}
+	p.Found = len(users)
+	if r.Config.DryRun {
+		return p
+	}
+	for _, u := range users {
+		granted, err := r.Store.GrantMissingSignup(ctx, u, r.Config.SignupCredits, r.Writer != nil)
+		switch {
+		case err != nil:
+			p.Failed++
+			r.Log.ErrorContext(ctx, "grant missing signup credit", "clerk_user_id", u.ClerkID, "error", err)
+		case granted:
+			p.Done++
+			r.Log.InfoContext(ctx, "missing signup credit granted", "clerk_user_id", u.ClerkID, "credits", r.Config.SignupCredits)
+		default:
+			p.Skipped++ // granted meanwhile by a delivery, or deleted
+		}
+	}
+	r.count("signup", resultDone, p.Done)
+	r.count("signup", resultSkipped, p.Skipped)
+	r.count("signup", resultFailed, p.Failed)
+	return p
+}
+
+// backfill lists Clerk users created since the watermark (less the overlap)
+// and makes each one missing here exist with its signup credit. The
+// watermark moves only past users that are settled, so a failure is retried
+// next run.
+func (r *Reconciler) backfill(ctx context.Context) (PassSummary, *time.Time) {
+	var p PassSummary
+	if r.Directory == nil {
+		return p, nil
+	}
+	mark, ok, err := r.Store.Watermark(ctx, WatermarkBackfill)
+	if err != nil {
+		p.Error = err.Error()
+		r.Log.ErrorContext(ctx, "read backfill watermark", "error", err)
+		return p, nil
+	}
+	var after time.Time
+	if ok {
+		after = mark.Add(-r.Config.BackfillOverlap)
+	}
+	newest, clean := mark, true
+	for page := 0; page < r.Config.BackfillMaxPages && clean; page++ {
+		users, err := r.Directory.ListUsers(ctx, after, r.Config.BackfillPageSize, page*r.Config.BackfillPageSize)
+		if err != nil {
+			p.Error = err.Error()
+			r.Log.ErrorContext(ctx, "list Clerk users", "error", err)
+			clean = false
+			break
+		}
+		ids := make([]string, len(users))
+		for i, u := range users {
+			ids[i] = u.ID
+		}
+		settled := map[string]bool{}
+		if len(ids) > 0 {
+			if settled, err = r.Store.SettledClerkUsers(ctx, ids); err != nil {
+				p.Error = err.Error()
+				clean = false
+				break
+			}
+		}
+		for _, u := range users {
+			if settled[u.ID] {
+				if clean && u.CreatedAt.After(newest) {
+					newest = u.CreatedAt
+				}
+				continue
+			}
+			p.Found++
+			if r.Config.DryRun {
+				continue
+			}
+			granted, err := r.Store.EnsureUser(ctx, u, r.Config.SignupCredits, r.Writer != nil)
+			if err != nil {
+				p.Failed++
+				clean = false // the watermark must not pass this user
+				r.Log.ErrorContext(ctx, "backfill user", "clerk_user_id", u.ID, "error", err)
+				continue
+			}
+			if granted {
+				p.Done++
+				r.Log.InfoContext(ctx, "backfilled user missing from webhooks", "clerk_user_id", u.ID)
+			} else {
+				p.Skipped++
+			}
+			if clean && u.CreatedAt.After(newest) {
+				newest = u.CreatedAt
+			}
+		}
+		if len(users) < r.Config.BackfillPageSize {
+			break
+		}
+	}
+	r.count("backfill", resultDone, p.Done)
+	r.count("backfill", resultSkipped, p.Skipped)
+	r.count("backfill", resultFailed, p.Failed)
+	if r.Config.DryRun || newest.IsZero() {
+		return p, nil
+	}
+	if newest.After(mark) {
+		if err := r.Store.SetWatermark(ctx, WatermarkBackfill, newest); err != nil {
+			p.Error = err.Error()
+			r.Log.ErrorContext(ctx, "store backfill watermark", "error", err)
+			return p, nil
+		}
+	}
+	return p, &newest
+}
+
+// deliverOutbox writes due Clerk metadata messages.
+func (r *Reconciler) deliverOutbox(ctx context.Context) PassSummary {
+	var p PassSummary
+	if r.Writer == nil {
+		return p
+	}
+	if r.Config.DryRun {
+		n, err := r.Store.DueOutbox(ctx)
+		if err != nil {
+			p.Error = err.Error()
+		}
+		p.Found = n
+		return p
+	}
+	d := &Deliverer{Store: r.Store, Writer: r.Writer, Metrics: r.Metrics, Log: r.Log, MaxAttempts: r.Config.OutboxMaxAttempts}
+	for i := 0; i < r.Config.OutboxBatch; i++ {
+		res, err := d.DeliverOne(ctx)
+		if err != nil {
+			p.Error = err.Error()
+			break
+		}
+		if !res.Found {
+			break
+		}
+		p.Found++
+		switch {
+		case res.Delivered:
+			p.Done++
+		case res.Dead:
+			p.Dead++
+			p.Failed++
+		default:
+			p.Failed++
+		}
+	}
+	r.count("outbox", resultDone, p.Done)
+	r.count("outbox", resultFailed, p.Failed)
+	return p
+}
+
+// audit reports users whose balances differ from their ledger rows. It never
+// changes them: a drift is evidence to investigate, not to overwrite.
+func (r *Reconciler) audit(ctx context.Context) int {
+	drift, total, err := r.Store.LedgerDrift(ctx, 20)
+	if err != nil {
+		r.Log.ErrorContext(ctx, "audit ledger", "error", err)
+		return 0
+	}
+	for _, d := range drift {
+		r.Log.ErrorContext(ctx, "ledger drift: balances differ from the ledger rows", "clerk_user_id", d.ClerkID,
+			"available_credits", d.AvailableCredits, "used_credits", d.UsedCredits, "ledger_credits", d.Credits, "ledger_debits", d.Debits)
+	}
+	return total
+}
+
+// Deliverer delivers outbox messages one at a time; the webhook's worker and
+// the reconciler share it.
+type Deliverer struct {
+	Store       OutboxStore
+	Writer      ledger.MetadataWriter
+	Metrics     *Metrics
+	Log         *slog.Logger
+	MaxAttempts int
+}
+
+// DeliverOne delivers the oldest due message, if any.
+func (d *Deliverer) DeliverOne(ctx context.Context) (ledger.OutboxResult, error) {
+	res, err := d.Store.DeliverNextOutbox(ctx,
+		func(ctx context.Context, m ledger.OutboxMessage) error {
+			ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			return d.Writer.WriteMetadata(ctx, m.ClerkUserID, m.PublicMetadata)
+		},
+		d.retry)
+	if err != nil {
+		return res, err
+	}
+	if !res.Found {
+		return res, nil
+	}
+	result := "delivered"
+	switch _, limited := ledger.RetryAfter(res.Err); {
+	case res.Delivered:
+	case res.Dead:
+		result = "dead"
+		d.Log.ErrorContext(ctx, "Clerk metadata write parked as dead", "error", res.Err)
+	case limited:
+		result = "rate_limited"
+		d.Log.WarnContext(ctx, "Clerk metadata write rate limited", "error", res.Err)
+	default:
+		result = "failed"
+		d.Log.WarnContext(ctx, "Clerk metadata write failed; will retry", "error", res.Err)
+	}
+	if d.Metrics != nil {
+		d.Metrics.outbox.WithLabelValues(result).Inc()
+	}
+	return res, nil
+}
+
+// retry schedules the next attempt: Clerk's Retry-After for a 429 (which
+// does not use up an attempt), else exponential backoff from 1 s, capped at
+// an hour, with jitter; dead after MaxAttempts. The 1 s floor also keeps
+// every user far below Clerk's 10 requests per 10 s per user.
+func (d *Deliverer) retry(m ledger.OutboxMessage, err error) (time.Duration, bool) {
+	if wait, ok := ledger.RetryAfter(err); ok {
+		return max(wait, time.Second), false
+	}
+	attempts := m.Attempts + 1
+	if attempts >= d.MaxAttempts {
+		return 0, true
+	}
+	return Backoff(attempts), false
+}
+
+// Backoff is the wait before attempt n+1 after n failures: 2^(n-1) s (1 s,
+// 2 s, 4 s …) capped at one hour, plus up to 20% jitter.
+func Backoff(n int) time.Duration {
+	base := time.Hour
+	if n < 13 {
+		base = time.Second << max(n-1, 0)
+	}
+	return base + time.Duration(rand.Int64N(int64(base/5)+1))
+}
