@@ -49,3 +49,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	return m
 }
+
+// Finished records the end of a run.
+func (m *Metrics) Finished(outcome string, seconds float64) {
+	m.runs.WithLabelValues(outcome).Inc()
+	m.last.WithLabelValues(outcome).SetToCurrentTime()
+	m.took.Set(seconds)
+}

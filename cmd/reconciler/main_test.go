@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/creditgate/creditgate/pkg/pgtest"
+	"github.com/creditgate/creditgate/pkg/reconcile"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func envMap(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestConfigErrorsNameTheVariable(t *testing.T) {
+	t.Parallel()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), nil, envMap(map[string]string{
+		"RECONCILE_GRACE": "soon", "BACKFILL_PAGE_SIZE": "501", "CLERK_API_URL": "ftp://x", "CLERK_SECRET_KEY": "sk_live_topsecret",
+	}), &out, &errOut)
+	if err == nil {
+		t.Fatal("run with bad configuration succeeded")
+	}
+	for _, want := range []string{"DATABASE_URL: required", "RECONCILE_GRACE:", "BACKFILL_PAGE_SIZE:", "CLERK_API_URL:"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "topsecret") {
+		t.Error("error leaks the secret key")
+	}
+}
+
+func TestRunRecordsAndSummarises(t *testing.T) {
+	t.Parallel()
+	db, url := pgtest.New(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, "INSERT INTO users (clerk_id) VALUES ('user_nocredit')"); err != nil {
+		t.Fatal(err)
+	}
+	getenv := envMap(map[string]string{"DATABASE_URL": url, "LOG_LEVEL": "error"})
+
+	var dry bytes.Buffer
+	if err := run(ctx, []string{"--dry-run"}, getenv, &dry, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	var drySum reconcile.Summary
+	if err := json.Unmarshal(dry.Bytes(), &drySum); err != nil || !drySum.DryRun || drySum.Signup.Found != 1 || drySum.Signup.Done != 0 {
+		t.Errorf("dry run printed %q (%v)", dry.String(), err)
+	}
+
+	// Two reconcilers at the same moment: one runs, the other finds the lock
+	// held and exits cleanly; nothing is granted twice.
+	outs := make([]bytes.Buffer, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = run(ctx, nil, getenv, &outs[i], &bytes.Buffer{}) }()
+	}
+	wg.Wait()
+	var granted int
+	for i := range 2 {
+		if errs[i] != nil {
+			t.Fatalf("reconciler %d: %v", i, errs[i])
+		}
+		if strings.Count(outs[i].String(), "\n") != 1 {
+			t.Errorf("reconciler %d printed %q, want one JSON line", i, outs[i].String())
+		}
+		var s reconcile.Summary
+		if err := json.Unmarshal(outs[i].Bytes(), &s); err != nil {
+			t.Fatalf("summary %q: %v", outs[i].String(), err)
+		}
+		if s.Outcome != "success" && s.Outcome != "skipped" {
+			t.Errorf("reconciler %d outcome %q", i, s.Outcome)
+		}
+		granted += s.Signup.Done
+	}
+	if granted != 1 {
+		t.Errorf("granted %d signup credits in all, want 1", granted)
+	}
+	var runs []string
+	if err := db.NewRaw("SELECT outcome FROM reconcile_runs WHERE finished_at IS NOT NULL").Scan(ctx, &runs); err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) < 1 || runs[0] != "success" {
+		t.Errorf("recorded runs = %v, want a success", runs)
+	}
+	pgtest.CheckInvariants(t, db)
+}
