@@ -1,0 +1,139 @@
+// Command fakeclerk serves clerkfake, the fake Clerk Backend API, as a
+// process for the dev run and e2e. Point the Clerk client's BackendConfig.URL
+// at http://<addr>/v1 and drive the fake (users, faults, call record) through
+// its admin API under http://<addr>/_fake/.
+//
+//	go run ./hack/fakeclerk -addr 127.0.0.1:8081 -secret-key sk_test_x -seed-users 50
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/creditgate/creditgate/pkg/clerk/clerkfake"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(ctx, os.Args[1:], logger); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		logger.Error("fakeclerk failed", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, logger *slog.Logger) error {
+	fs := flag.NewFlagSet("fakeclerk", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:8081", "address to listen on")
+	secretKey := fs.String("secret-key", "", "require \"Authorization: Bearer <`key`>\" on the Backend API; empty accepts any")
+	seedUsers := fs.Int("seed-users", 0, "start with this many users, signed up a minute apart up to now")
+	rateLimit := fs.Int("rate-limit", 0, "metadata writes allowed per user per -rate-window (Clerk-like: 10); 0 means no limit")
+	rateWindow := fs.Duration("rate-window", 10*time.Second, "window of -rate-limit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if *seedUsers < 0 {
+		return fmt.Errorf("-seed-users must be 0 or more, got %d", *seedUsers)
+	}
+	if *rateLimit > 0 && *rateWindow <= 0 {
+		return fmt.Errorf("-rate-window must be positive, got %s", *rateWindow)
+	}
+
+	fake := clerkfake.New()
+	fake.SetSecretKey(*secretKey)
+	fake.SetRateLimit(*rateLimit, *rateWindow)
+	fake.AddUsers(seeds(*seedUsers, time.Now())...)
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *addr, err)
+	}
+	srv := &http.Server{
+		Handler:           logRequests(logger, fake),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	logger.Info("serving fake Clerk Backend API",
+		"api_url", "http://"+ln.Addr().String()+"/v1",
+		"admin_url", "http://"+ln.Addr().String()+"/_fake/",
+		"seed_users", *seedUsers,
+		"secret_key_required", *secretKey != "",
+		"rate_limit", *rateLimit)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// seeds returns n users whose sign-ups end a minute before now, oldest first.
+func seeds(n int, now time.Time) []clerkfake.User {
+	users := make([]clerkfake.User, n)
+	start := now.Truncate(time.Second).Add(-time.Duration(n) * time.Minute)
+	for i := range n {
+		users[i] = clerkfake.User{
+			ID:        fmt.Sprintf("user_seed%05d", i+1),
+			Email:     fmt.Sprintf("seed%05d@example.test", i+1),
+			CreatedAt: start.Add(time.Duration(i) * time.Minute),
+		}
+	}
+	return users
+}
+
+// logRequests logs one line per request. The query is left out: Clerk
+// filters can carry email addresses.
+func logRequests(logger *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		logger.Info("request",
+			"method", r.Method,
+			"path", r.URL.Path,
+			"status", sw.status,
+			"duration_ms", time.Since(start).Milliseconds())
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wroteHeader = true
+	return w.ResponseWriter.Write(b)
+}
