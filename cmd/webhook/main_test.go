@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -130,3 +131,5 @@ func TestServeHandlesEventAndShutsDownGracefully(t *testing.T) {
 		t.Error("still accepting connections after shutdown")
 	}
 }
+
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

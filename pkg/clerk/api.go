@@ -81,11 +81,18 @@ func (a *API) ListUsers(ctx context.Context, createdAfter time.Time, limit, offs
 		if err := a.pace.wait(ctx); err != nil {
 			return nil, err
 		}
-		list, err := a.users.List(ctx, params)
+		// GET /users directly: the SDK's List also asks /users/count for
+		// every page, doubling the calls against Clerk's rate limit.
+		req := sdk.NewAPIRequest(http.MethodGet, "/users")
+		req.SetParams(params)
+		var page userPage
+		err := a.users.Backend.Call(ctx, req, &page)
 		if err == nil {
-			out := make([]ledger.ClerkUser, 0, len(list.Users))
-			for _, u := range list.Users {
-				out = append(out, fromSDK(u))
+			out := make([]ledger.ClerkUser, 0, len(page))
+			for _, u := range page {
+				if u != nil {
+					out = append(out, fromSDK(u))
+				}
 			}
 			return out, nil
 		}
@@ -134,6 +141,12 @@ func (a *API) classify(err error) error {
 	a.pace.pause(wait)
 	return &ledger.RateLimitedError{RetryAfter: wait, Err: err}
 }
+
+// userPage is GET /users's answer: a bare JSON array of users.
+type userPage []*sdk.User
+
+// Read implements sdk.ResponseReader; the page keeps no response metadata.
+func (*userPage) Read(*sdk.APIResponse) {}
 
 func fromSDK(u *sdk.User) ledger.ClerkUser {
 	cu := ledger.ClerkUser{ID: u.ID, CreatedAt: time.UnixMilli(u.CreatedAt).UTC()}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	svix "github.com/svix/svix-webhooks/go"
+
+	"github.com/creditgate/creditgate/pkg/clerk"
+	"github.com/creditgate/creditgate/pkg/clerk/clerkfake"
+	"github.com/creditgate/creditgate/pkg/pgtest"
+	"github.com/creditgate/creditgate/pkg/postgres"
+	"github.com/creditgate/creditgate/pkg/reconcile"
+)
+
+// TestKilledBetweenCommitAndMetadataWrite kills the real webhook process
+// (SIGKILL: no drain, no deferred code) after the grant committed and while
+// its worker's metadata write is in flight. The outbox row, written in the
+// grant's transaction, survives; the reconciler then writes the metadata
+// exactly once.
+func TestKilledBetweenCommitAndMetadataWrite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the webhook binary")
+	}
+	t.Parallel()
+	db, url := pgtest.New(t)
+	ctx := context.Background()
+
+	bin := filepath.Join(t.TempDir(), "webhook")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+
+	fake := clerkfake.New()
+	fake.SetSecretKey("sk_test_x")
+	fake.AddUser(clerkfake.User{ID: "user_kill", CreatedAt: time.Now()})
+	inFlight := make(chan struct{}, 1)
+	release := make(chan struct{})
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPatch {
+			select {
+			case inFlight <- struct{}{}:
+				<-release // hold the first write until the process is dead
+				return
+			default:
+			}
+		}
+		fake.ServeHTTP(w, r)
+	}))
+	defer api.Close()
+	defer close(release)
+
+	httpAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "CLERK_WEBHOOK_SIGNING_SECRET="+testSecret,
+		"CLERK_SECRET_KEY=sk_test_x", "CLERK_API_URL="+api.URL+"/v1", "HTTP_ADDR="+httpAddr, "METRICS_ADDR="+metricsAddr,
+		"LOG_LEVEL=warn")
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitReady(t, "http://"+httpAddr)
+
+	body := []byte(`{"type":"user.created","data":{"id":"user_kill","email_addresses":[]}}`)
+	wh, _ := svix.NewWebhook(testSecret)
+	now := time.Now()
+	sig, _ := wh.Sign("msg_kill", now, body)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+httpAddr+"/api/webhooks/clerk", bytes.NewReader(body))
+	req.Header.Set("svix-id", "msg_kill")
+	req.Header.Set("svix-timestamp", fmt.Sprint(now.Unix()))
+	req.Header.Set("svix-signature", sig)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"credits_granted":20`) {
+		t.Fatalf("POST = %d %s", resp.StatusCode, b)
+	}
+	select {
+	case <-inFlight:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the worker never tried to write the metadata\n%s", logs.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if n := fake.MetadataWrites("user_kill"); n != 0 {
+		t.Fatalf("metadata written %d times before the crash, want 0", n)
+	}
+
+	store := postgres.NewStore(db)
+	rec := &reconcile.Reconciler{
+		Store: store, Writer: clerk.NewAPI(clerk.APIConfig{SecretKey: "sk_test_x", URL: api.URL + "/v1"}),
+		Metrics: reconcile.NewMetrics(prometheus.NewRegistry()), Log: discardLog(),
+		Config: reconcile.Config{SignupCredits: 20, EventBatch: 10, UserBatch: 10, OutboxBatch: 10, OutboxMaxAttempts: 5, MaxEventAttempts: 5},
+	}
+	// The killed session's claim is released when PostgreSQL notices the
+	// connection is gone; retry the run for a bounded while.
+	deadline := time.Now().Add(20 * time.Second)
+	for fake.MetadataWrites("user_kill") == 0 && time.Now().Before(deadline) {
+		if _, err := rec.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := fake.MetadataWrites("user_kill"); n != 1 {
+		t.Fatalf("metadata written %d times, want exactly 1", n)
+	}
+	if _, err := rec.Run(ctx); err != nil || fake.MetadataWrites("user_kill") != 1 {
+		t.Errorf("a further run wrote again (%v)", err)
+	}
+	u, _ := fake.User("user_kill")
+	if cg, ok := u.PublicMetadata["creditgate"].(map[string]any); !ok || cg["signup_credits"] != float64(20) {
+		t.Errorf("metadata = %v", u.PublicMetadata)
+	}
+	pgtest.CheckInvariants(t, db)
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready within 15s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
