@@ -30,10 +30,11 @@ import (
 
 var version = "dev"
 
-const usage = `Usage: reconciler [--dry-run]
+const usage = `Usage: reconciler [--dry-run] | reconciler env
 
 One bounded reconcile pass, then exit; prints a one-line JSON summary on stdout.
   --dry-run   report what would be done and change nothing
+  env         list the environment variables it reads
 
 Environment:
   DATABASE_URL              PostgreSQL URL (required)
@@ -109,6 +110,14 @@ func loadConfig(getenv func(string) string) (config, []string, error) {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 1 && args[0] == "env" {
+		// The variables this binary reads, derived from loadConfig itself.
+		_, names, _ := loadConfig(func(string) string { return "" })
+		for _, n := range names {
+			fmt.Fprintln(stdout, n)
+		}
+		return nil
+	}
 	fs := flag.NewFlagSet("reconciler", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -92,4 +95,29 @@ func TestRunRecordsAndSummarises(t *testing.T) {
 		t.Errorf("recorded runs = %v, want a success", runs)
 	}
 	pgtest.CheckInvariants(t, db)
+}
+
+func TestPushgateway(t *testing.T) {
+	t.Parallel()
+	_, url := pgtest.New(t)
+	pushed := make(chan string, 4)
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		pushed <- r.Method + " " + r.URL.Path + " " + string(b)
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer gw.Close()
+	var out bytes.Buffer
+	err := run(context.Background(), nil, envMap(map[string]string{"DATABASE_URL": url, "LOG_LEVEL": "error", "PUSHGATEWAY_URL": gw.URL}), &out, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-pushed:
+		if !strings.HasPrefix(p, "PUT /metrics/job/creditgate_reconciler") || !strings.Contains(p, "creditgate_reconcile_runs_total") {
+			t.Errorf("pushed %.200q", p)
+		}
+	default:
+		t.Error("nothing pushed to the Pushgateway")
+	}
 }

@@ -36,6 +36,7 @@ const usage = `Usage:
   webhook migrate          apply pending database migrations and exit
   webhook migrate status   list migrations and whether each is applied
   webhook version          print the version
+  webhook env              list the environment variables it reads
 
 Environment:
   DATABASE_URL                  PostgreSQL URL (required)
@@ -75,6 +76,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrate(ctx, getenv, stdout, stderr, false)
 	case args[0] == "migrate" && len(args) == 2 && args[1] == "status":
 		return migrate(ctx, getenv, stdout, stderr, true)
+	case args[0] == "env" && len(args) == 1:
+		// The variables this binary reads, derived from loadConfig itself;
+		// the chart's wiring test compares them with what the chart sets.
+		_, names, _ := loadConfig(func(string) string { return "" }, true)
+		for _, n := range names {
+			fmt.Fprintln(stdout, n)
+		}
+		return nil
 	case args[0] == "version" || args[0] == "--version":
 		fmt.Fprintln(stdout, version)
 		return nil

@@ -112,6 +112,12 @@ func TestServeHandlesEventAndShutsDownGracefully(t *testing.T) {
 		`creditgate_webhook_deliveries_total{outcome="processed"} 1`,
 		`creditgate_credits_granted_total 7`,
 		`go_sql_max_open_connections{db_name="creditgate"} 10`,
+		`creditgate_backlog_query_up 1`,
+		`creditgate_users_without_signup_credit 0`,
+		`creditgate_webhook_events_unfinished{status="failed"} 0`,
+		`creditgate_outbox_messages{status="pending"} 0`,
+		`creditgate_ledger_drift_users 0`,
+		`creditgate_reconcile_last_success_timestamp_seconds 0`,
 	} {
 		if !strings.Contains(string(mb), want) {
 			t.Errorf("/metrics lacks %q", want)
