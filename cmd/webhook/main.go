@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -37,6 +38,7 @@ const usage = `Usage:
   webhook migrate status   list migrations and whether each is applied
   webhook version          print the version
   webhook env              list the environment variables it reads
+  webhook probe URL        GET URL and exit 0 on a 2xx answer (health checks in images without a shell)
 
 Environment:
   DATABASE_URL                  PostgreSQL URL (required)
@@ -84,6 +86,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			fmt.Fprintln(stdout, n)
 		}
 		return nil
+	case args[0] == "probe" && len(args) == 2:
+		return probe(ctx, args[1], stdout)
 	case args[0] == "version" || args[0] == "--version":
 		fmt.Fprintln(stdout, version)
 		return nil
@@ -267,6 +271,27 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// probe is a tiny HTTP health client: the image has no shell or curl.
+func probe(ctx context.Context, url string, stdout io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("probe %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	fmt.Fprintf(stdout, "%s %s\n", resp.Status, strings.TrimSpace(string(body)))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("probe %s: %s", url, resp.Status)
+	}
+	return nil
 }
 
 // wakeOnGrant wakes the outbox worker when a delivery granted credits, so

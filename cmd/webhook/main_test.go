@@ -124,6 +124,15 @@ func TestServeHandlesEventAndShutsDownGracefully(t *testing.T) {
 		}
 	}
 
+	var probeOut bytes.Buffer
+	if err := run(context.Background(), []string{"probe", base + "/readyz"}, envMap(nil), &probeOut, io.Discard); err != nil ||
+		!strings.HasPrefix(probeOut.String(), "200 OK") {
+		t.Errorf("probe /readyz = %v, %q", err, probeOut.String())
+	}
+	if err := run(context.Background(), []string{"probe", base + "/nope"}, envMap(nil), io.Discard, io.Discard); err == nil {
+		t.Error("probe of a 404 succeeded")
+	}
+
 	cancel() // what SIGTERM does through signal.NotifyContext
 	select {
 	case err := <-done:
