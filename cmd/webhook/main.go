@@ -256,6 +256,10 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	// Fail readiness first so that endpoints drop this pod, then stop
 	// accepting and let in-flight deliveries finish.
 	draining.Store(true)
+	// Answer with Connection: close from now on, so that senders holding a
+	// keep-alive connection to this pod reconnect (to a pod that stays)
+	// instead of racing the listener's close.
+	app.SetKeepAlivesEnabled(false)
 	if runErr == nil && cfg.ShutdownDelay > 0 {
 		time.Sleep(cfg.ShutdownDelay)
 	}
