@@ -34,8 +34,14 @@ type Options struct {
 	Fsync bool
 	// Settings are extra postgres -c name=value settings.
 	Settings map[string]string
-	// Log receives the server's output; nil discards it.
+	// LogFile receives the server's output; empty discards it.
 	LogFile string
+	// ListenAddresses adds addresses to listen on besides 127.0.0.1 (e.g. the
+	// node IP, so that pods reach the server like a managed database).
+	ListenAddresses []string
+	// TrustCIDRs lets clients from these networks in without a password
+	// (test clusters only).
+	TrustCIDRs []string
 }
 
 // Server is a running local cluster.
@@ -125,6 +131,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 		}
 	}
+	if err := s.allow(filepath.Join(data, "pg_hba.conf")); err != nil {
+		s.cleanup()
+		return nil, err
+	}
 	s.Port = opts.Port
 	if s.Port == 0 {
 		s.Port, err = freePort()
@@ -153,7 +163,8 @@ func (s *Server) chown(dir string) error {
 // Restart starts the server again after Stop, on the same port and data.
 func (s *Server) Restart(ctx context.Context) error {
 	args := []string{"-D", filepath.Join(s.Dir, "data"), "-p", strconv.Itoa(s.Port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + s.Dir,
+		"-c", "listen_addresses=" + strings.Join(append([]string{"127.0.0.1"}, s.opts.ListenAddresses...), ","),
+		"-c", "unix_socket_directories=" + s.Dir,
 		"-c", "max_connections=300", "-c", "shared_buffers=128MB"}
 	if !s.opts.Fsync {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
@@ -204,6 +215,34 @@ func (s *Server) Restart(ctx context.Context) error {
 			return errors.New("postgres did not accept connections within 30s")
 		}
 	}
+}
+
+// allow appends trust lines for TrustCIDRs to pg_hba.conf, once.
+func (s *Server) allow(hba string) error {
+	if len(s.opts.TrustCIDRs) == 0 {
+		return nil
+	}
+	b, err := os.ReadFile(hba)
+	if err != nil {
+		return err
+	}
+	var add strings.Builder
+	for _, c := range s.opts.TrustCIDRs {
+		line := "host all all " + c + " trust"
+		if !strings.Contains(string(b), line) {
+			add.WriteString(line + "\n")
+		}
+	}
+	if add.Len() == 0 {
+		return nil
+	}
+	f, err := os.OpenFile(hba, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.WriteString(add.String())
+	return err
 }
 
 func (s *Server) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
