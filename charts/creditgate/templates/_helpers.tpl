@@ -1,0 +1,285 @@
+{{/*
+Names, labels, the image and the environment wiring, shared by every template.
+*/}}
+
+{{/* Chart name, 63 characters at most (DNS label). */}}
+{{- define "creditgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: <release>-<chart>, or the release name when it already holds the
+chart name. Truncated to 52 characters so that "-reconciler" and the
+CronJob's Job suffixes still fit in Kubernetes' limits.
+*/}}
+{{- define "creditgate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart name and version, for the helm.sh/chart label. */}}
+{{- define "creditgate.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "creditgate.labels" -}}
+helm.sh/chart: {{ include "creditgate.chart" . }}
+{{ include "creditgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: creditgate
+{{- end }}
+
+{{/* Selector labels: stable across upgrades, so never the version or the chart. */}}
+{{- define "creditgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "creditgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels of one component's objects: webhook, reconciler, migrations or test.
+Usage: include "creditgate.componentLabels" (dict "ctx" $ "component" "webhook")
+*/}}
+{{- define "creditgate.componentLabels" -}}
+{{ include "creditgate.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+Selector labels of one component.
+Usage: include "creditgate.componentSelectorLabels" (dict "ctx" $ "component" "webhook")
+*/}}
+{{- define "creditgate.componentSelectorLabels" -}}
+{{ include "creditgate.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* ServiceAccount of the webhook and reconciler pods. */}}
+{{- define "creditgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "creditgate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+ServiceAccount of the migrations hook: a normal ServiceAccount does not exist
+yet when a pre-install hook runs, so the chart makes a hook one.
+*/}}
+{{- define "creditgate.migrationsServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- printf "%s-migrations" (include "creditgate.fullname" .) }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image: repository:tag, or repository@digest when a digest is given. */}}
+{{- define "creditgate.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret holding DATABASE_URL and the Clerk secrets. */}}
+{{- define "creditgate.secretName" -}}
+{{- default (include "creditgate.fullname" .) .Values.secret.existingSecret }}
+{{- end }}
+
+{{/*
+Name of the Secret the migrations hook reads: the pre-install hook runs before
+the chart's Secret exists, so without existingSecret a hook Secret holding only
+DATABASE_URL is made for it (templates/migrations-job.yaml).
+*/}}
+{{- define "creditgate.migrationsSecretName" -}}
+{{- if .Values.secret.existingSecret }}
+{{- .Values.secret.existingSecret }}
+{{- else }}
+{{- printf "%s-migrations" (include "creditgate.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+creditgate.seconds turns a duration of whole hours, minutes and seconds
+("90s", "1m30s", "2h", "0") into a number of seconds, so that templates can
+compare durations with pod deadlines; anything else fails the render.
+Usage: include "creditgate.seconds" (list "config.shutdownDelay" .Values.config.shutdownDelay)
+*/}}
+{{- define "creditgate.seconds" -}}
+{{- $name := index . 0 }}
+{{- $d := index . 1 | toString }}
+{{- if not (regexMatch "^(0|([0-9]+h)?([0-9]+m)?([0-9]+s)?)$" $d) }}
+{{- fail (printf "%s: %q is not a duration of whole hours, minutes and seconds (like 90s, 1m30s or 2h)" $name $d) }}
+{{- end }}
+{{- $h := regexFind "[0-9]+h" $d | trimSuffix "h" | default "0" | atoi }}
+{{- $m := regexFind "[0-9]+m" $d | trimSuffix "m" | default "0" | atoi }}
+{{- $s := regexFind "[0-9]+s" $d | trimSuffix "s" | default "0" | atoi }}
+{{- add (mul $h 3600) (mul $m 60) $s }}
+{{- end }}
+
+{{/*
+The ConfigMap's data: every non-secret variable, as YAML. Used by the
+ConfigMap itself, by the config checksum and by the extraEnv clash check.
+*/}}
+{{- define "creditgate.configData" -}}
+{{- $c := .Values.config }}
+{{- $r := .Values.reconciler.config }}
+{{- $_ := include "creditgate.seconds" (list "config.backlogRefresh" $c.backlogRefresh) }}
+{{- $_ = include "creditgate.seconds" (list "reconciler.config.grace" $r.grace) }}
+{{- $_ = include "creditgate.seconds" (list "reconciler.config.backfillOverlap" $r.backfillOverlap) -}}
+SIGNUP_CREDITS: {{ $c.signupCredits | toString | quote }}
+FORFEIT_ON_DELETE: {{ $c.forfeitOnDelete | toString | quote }}
+LOG_LEVEL: {{ $c.logLevel | quote }}
+LOG_FORMAT: {{ $c.logFormat | quote }}
+HTTP_ADDR: ":8080"
+METRICS_ADDR: ":9090"
+DB_MAX_CONNS: {{ $c.dbMaxConns | toString | quote }}
+BACKLOG_REFRESH: {{ $c.backlogRefresh | quote }}
+SHUTDOWN_DELAY: {{ $c.shutdownDelay | quote }}
+SHUTDOWN_TIMEOUT: {{ $c.shutdownTimeout | quote }}
+CLERK_API_URL: {{ $c.clerk.apiURL | quote }}
+CLERK_API_RPS: {{ $c.clerk.apiRPS | toString | quote }}
+OUTBOX_MAX_ATTEMPTS: {{ $c.clerk.outboxMaxAttempts | toString | quote }}
+{{- with $c.otel.endpoint }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
+{{- end }}
+{{- with $c.otel.tracesEndpoint }}
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: {{ . | quote }}
+{{- end }}
+RECONCILE_TIMEOUT: {{ $r.timeout | quote }}
+RECONCILE_GRACE: {{ $r.grace | quote }}
+RECONCILE_MAX_ATTEMPTS: {{ $r.maxAttempts | toString | quote }}
+RECONCILE_BATCH: {{ $r.batch | toString | quote }}
+BACKFILL_PAGE_SIZE: {{ $r.backfillPageSize | toString | quote }}
+BACKFILL_MAX_PAGES: {{ $r.backfillMaxPages | toString | quote }}
+BACKFILL_OVERLAP: {{ $r.backfillOverlap | quote }}
+{{- with $r.pushgatewayURL }}
+PUSHGATEWAY_URL: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+creditgate.env is the one environment wiring of the containers: envFrom the
+ConfigMap, the secrets from the chart's Secret or existingSecret, then
+extraEnv. The webhook Deployment and the reconciler CronJob get exactly the
+same wiring; the migrations hook gets DATABASE_URL and LOG_FORMAT only, since
+it runs before the ConfigMap and the chart's Secret exist.
+Usage: include "creditgate.env" (dict "ctx" $ "component" "webhook")
+*/}}
+{{- define "creditgate.env" -}}
+{{- $ctx := .ctx }}
+{{- $v := $ctx.Values }}
+{{- if eq .component "migrations" -}}
+env:
+  - name: DATABASE_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "creditgate.migrationsSecretName" $ctx }}
+        key: {{ $v.secret.keys.databaseURL }}
+  - name: LOG_FORMAT
+    value: {{ $v.config.logFormat | quote }}
+{{- else }}
+{{- $managed := list "DATABASE_URL" "CLERK_WEBHOOK_SIGNING_SECRET" "CLERK_SECRET_KEY" }}
+{{- $managed = concat $managed (keys (include "creditgate.configData" $ctx | fromYaml)) -}}
+envFrom:
+  - configMapRef:
+      name: {{ include "creditgate.fullname" $ctx }}
+env:
+  - name: DATABASE_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "creditgate.secretName" $ctx }}
+        key: {{ $v.secret.keys.databaseURL }}
+  - name: CLERK_WEBHOOK_SIGNING_SECRET
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "creditgate.secretName" $ctx }}
+        key: {{ $v.secret.keys.signingSecret }}
+  - name: CLERK_SECRET_KEY
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "creditgate.secretName" $ctx }}
+        key: {{ $v.secret.keys.clerkSecretKey }}
+        optional: true
+{{- range $v.extraEnv }}
+{{- if has .name $managed }}
+{{- fail (printf "extraEnv: %s is set by the chart; set it through its value (see values.yaml)" .name) }}
+{{- end }}
+{{- end }}
+{{- with $v.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks that fail the render when the settings cannot work together. Included
+by the Deployment and the CronJob.
+*/}}
+{{- define "creditgate.validate" -}}
+{{- $c := .Values.config }}
+{{- $delay := include "creditgate.seconds" (list "config.shutdownDelay" $c.shutdownDelay) | atoi }}
+{{- $drain := include "creditgate.seconds" (list "config.shutdownTimeout" $c.shutdownTimeout) | atoi }}
+{{- $grace := .Values.webhook.terminationGracePeriodSeconds | int }}
+{{- if le $grace (add $delay $drain) }}
+{{- fail (printf "webhook.terminationGracePeriodSeconds (%d) must be longer than config.shutdownDelay + config.shutdownTimeout (%ds + %ds), or Kubernetes kills pods mid-drain" $grace $delay $drain) }}
+{{- end }}
+{{- if .Values.reconciler.enabled }}
+{{- $timeout := include "creditgate.seconds" (list "reconciler.config.timeout" .Values.reconciler.config.timeout) | atoi }}
+{{- $deadline := .Values.reconciler.activeDeadlineSeconds | int }}
+{{- if ge $timeout $deadline }}
+{{- fail (printf "reconciler.config.timeout (RECONCILE_TIMEOUT, %ds) must be shorter than reconciler.activeDeadlineSeconds (%d), so that a run ends and records itself before it is killed" $timeout $deadline) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod security context, shared by every pod. */}}
+{{- define "creditgate.podSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/* Container security context, shared by every container. */}}
+{{- define "creditgate.securityContext" -}}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+{{- end }}
+
+{{/*
+creditgate.alertRules renders files/alerts.yaml, the one source of the alerts,
+into a YAML list of rule objects (alert, expr, for, labels, annotations) for
+this release: placeholders become the release's selectors, the runbook anchor
+becomes runbook_url, and disabled alerts are dropped. The PrometheusRule and the
+Grafana alert rules are both rendered from it.
+*/}}
+{{- define "creditgate.alertRules" -}}
+{{- $fullname := include "creditgate.fullname" . }}
+{{- $a := .Values.monitoring.alerts }}
+{{- $sel := $a.webhookSelector | default (printf "namespace=%q,job=%q" .Release.Namespace $fullname) }}
+{{- $src := .Files.Get "files/alerts.yaml" }}
+{{- $src = $src | replace "__WEBHOOK__" $sel }}
+{{- $src = $src | replace "__NAMESPACE__" .Release.Namespace }}
+{{- $src = $src | replace "__DEPLOYMENT__" $fullname }}
+{{- $src = $src | replace "__CRONJOB__" (printf "%s-reconciler" $fullname) }}
+{{- $rules := list }}
+{{- range (fromYaml $src).alerts }}
+{{- if not (has .alert $a.disabled) }}
+{{- $labels := merge (dict "severity" .severity) (deepCopy $a.labels) }}
+{{- $ann := dict "summary" .summary "description" .description "runbook_url" (printf "%s#%s" $a.runbookBaseURL (.alert | lower)) }}
+{{- $rules = append $rules (dict "alert" .alert "expr" .expr "for" .for "labels" $labels "annotations" $ann) }}
+{{- end }}
+{{- end }}
+{{- toYaml (dict "rules" $rules) }}
+{{- end }}

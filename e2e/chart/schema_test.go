@@ -1,0 +1,92 @@
+package chart
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestValuesRejected checks that values.schema.json and the templates' own
+// checks refuse values that cannot work, with a message naming the problem.
+func TestValuesRejected(t *testing.T) {
+	t.Parallel()
+	secrets := []string{"--set", "secret.databaseURL=" + testDatabaseURL, "--set", "secret.signingSecret=" + testSigningSecret}
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		// values.schema.json
+		{name: "replicas as a string", args: append([]string{"--set-string", "webhook.replicas=2"}, secrets...), wantErr: "/webhook/replicas"},
+		{name: "unknown top-level key", args: append([]string{"--set", "replica=2"}, secrets...), wantErr: "additional properties 'replica' not allowed"},
+		{name: "unknown nested key", args: append([]string{"--set", "config.signupCredit=5"}, secrets...), wantErr: "additional properties 'signupCredit' not allowed"},
+		{name: "no signing secret without existingSecret", args: []string{"--set", "secret.databaseURL=" + testDatabaseURL}, wantErr: "/secret/signingSecret"},
+		{name: "no database URL without existingSecret", args: []string{"--set", "secret.signingSecret=" + testSigningSecret}, wantErr: "/secret/databaseURL"},
+		{name: "signing secret without whsec_", args: []string{"--set", "secret.databaseURL=" + testDatabaseURL, "--set", "secret.signingSecret=abc"}, wantErr: "/secret/signingSecret"},
+		{name: "credits as a string", args: append([]string{"--set-string", "config.signupCredits=twenty"}, secrets...), wantErr: "/config/signupCredits"},
+		{name: "unknown log level", args: append([]string{"--set", "config.logLevel=verbose"}, secrets...), wantErr: "/config/logLevel"},
+		{name: "fractional duration", args: append([]string{"--set", "config.shutdownDelay=1.5s"}, secrets...), wantErr: "/config/shutdownDelay"},
+		{name: "ingress pathType", args: append([]string{"--set", "ingress.pathType=ImplementationSpecific"}, secrets...), wantErr: "/ingress/pathType"},
+		// the templates' fail checks
+		{name: "grace period shorter than delay and drain", args: append([]string{"--set", "webhook.terminationGracePeriodSeconds=25"}, secrets...), wantErr: "terminationGracePeriodSeconds (25) must be longer"},
+		{name: "reconcile timeout not below the deadline", args: append([]string{"--set", "reconciler.config.timeout=5m"}, secrets...), wantErr: "RECONCILE_TIMEOUT, 300s) must be shorter"},
+		{name: "extraEnv overriding a chart variable", args: append([]string{"--set", "extraEnv[0].name=SIGNUP_CREDITS", "--set-string", "extraEnv[0].value=5"}, secrets...), wantErr: "extraEnv: SIGNUP_CREDITS is set by the chart"},
+		{name: "autoscaling min above max", args: append([]string{"--set", "autoscaling.enabled=true", "--set", "autoscaling.minReplicas=4", "--set", "autoscaling.maxReplicas=3"}, secrets...), wantErr: "must not exceed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			vs := valueSet{name: tt.name, release: "creditgate", namespace: "creditgate", args: tt.args}
+			out, err := helmTemplate(t, vs)
+			if err == nil {
+				t.Fatalf("helm template accepted %q:\n%.500s", tt.args, out)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("helm template %q failed without %q:\n%v", tt.args, tt.wantErr, err)
+			}
+		})
+	}
+}
+
+// TestLintRejectsMissingSecret checks that helm lint, not only template,
+// refuses an install without the signing secret.
+func TestLintRejectsMissingSecret(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, err := run(ctx, "", nil, tool(t, "helm"), "lint", "--strict", chartDir, "--set", "secret.databaseURL="+testDatabaseURL)
+	if err == nil || !strings.Contains(err.Error(), "/secret/signingSecret") {
+		t.Errorf("helm lint without a signing secret: %v, want a schema error on /secret/signingSecret", err)
+	}
+}
+
+// TestValuesAccepted checks settings that must render.
+func TestValuesAccepted(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{name: "existingSecret without secret values", args: []string{"--set", "secret.existingSecret=mine"}},
+		{name: "several signing secrets", args: []string{"--set", "secret.existingSecret=", "--set", "secret.databaseURL=" + testDatabaseURL,
+			"--set", "secret.signingSecret=whsec_YQ== whsec_Yg=="}},
+		{name: "key=value database URL", args: []string{"--set", "secret.databaseURL=host=db dbname=creditgate", "--set", "secret.signingSecret=" + testSigningSecret}},
+		{name: "percent minAvailable", args: []string{"--set", "secret.existingSecret=mine", "--set", "podDisruptionBudget.minAvailable=50%"}},
+		{name: "reconciler and migrations off", args: []string{"--set", "secret.existingSecret=mine", "--set", "reconciler.enabled=false", "--set", "migrations.enabled=false", "--set", "tests.enabled=false"}},
+		{name: "no ServiceAccount", args: []string{"--set", "secret.existingSecret=mine", "--set", "serviceAccount.create=false"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			vs := valueSet{name: tt.name, release: "creditgate", namespace: "creditgate", args: tt.args}
+			out, err := helmTemplate(t, vs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := decode(out); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# tools.sh: install the pinned tools the chart checks use (helm, promtool)
+# into a cache directory and print that bin directory on stdout.
+#
+#   bin=$(bash hack/tools.sh)          # then "$bin/helm", "$bin/promtool"
+#   PATH="$(bash hack/tools.sh):$PATH"
+#
+# Each tool is built from source with `GOBIN=$CACHE/bin go install pkg@version`
+# (the Go module proxy is the only registry we reach). A binary is rebuilt only
+# when the one in the cache is missing or was built from another version or
+# with other flags (both read back with `go version -m`), so a warm cache costs
+# well under a second; a cold one takes minutes, mostly compiling promtool.
+#
+# CREDITGATE_CACHE  cache root (default ~/.cache/creditgate); tools go to its bin/
+# Progress goes to stderr; stdout is only the bin directory.
+set -euo pipefail
+export PATH=/usr/local/go/bin:$PATH
+
+CACHE=${CREDITGATE_CACHE:-$HOME/.cache/creditgate}
+BIN=$CACHE/bin
+
+HELM_VERSION=v3.22.0
+PROMTOOL_VERSION=v0.316.0
+
+# Helm's release builds stamp the Kubernetes version that `helm template` and
+# `helm lint` assume (from its client-go, v0.37 -> 1.37) and Helm's own
+# version; a plain `go install` would leave them at v1.20.0 and "v3.22", and
+# every chart with kubeVersion >= 1.28 would fail to render. Same flags as
+# Helm's Makefile.
+HELM_LDFLAGS="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for pkg in pkg/chartutil pkg/lint/rules; do
+  HELM_LDFLAGS+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=37"
+done
+PROMTOOL_LDFLAGS="-s -w -X github.com/prometheus/common/version.Version=$PROMTOOL_VERSION"
+
+log() { printf 'tools.sh: %s\n' "$*" >&2; }
+
+# fingerprint NAME prints what the cached NAME was built from: "VERSION
+# LDFLAGS" as recorded in its stamp file when the binary is there and says (per
+# `go version -m`) it was built from VERSION's module; nothing otherwise.
+# (-trimpath keeps -ldflags out of the binary's build info, hence the stamp.)
+fingerprint() {
+  local name=$1 version=$2 mod
+  [[ -x $BIN/$name && -f $BIN/.$name.stamp ]] || return 0
+  mod=$(go version -m "$BIN/$name" 2>/dev/null | awk '$1 == "mod" { print $3; exit }')
+  [[ $mod == "$version" ]] || return 0
+  cat "$BIN/.$name.stamp"
+}
+
+# install NAME PKG VERSION LDFLAGS
+install() {
+  local name=$1 pkg=$2 version=$3 ldflags=$4 have start
+  have=$(fingerprint "$name" "$version")
+  if [[ $have == "$version $ldflags" ]]; then
+    log "$name $version: cached"
+    return
+  fi
+  log "$name $version: building ..."
+  start=$SECONDS
+  GOBIN=$BIN CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
+    go install -trimpath -ldflags="$ldflags" "$pkg@$version"
+  printf '%s\n' "$version $ldflags" >"$BIN/.$name.stamp"
+  log "$name $version: built in $((SECONDS - start))s"
+}
+
+mkdir -p "$BIN"
+install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$HELM_LDFLAGS"
+install promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION" "$PROMTOOL_LDFLAGS"
+echo "$BIN"
