@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Fixed by the binaries' defaults as the chart sets them: HTTP_ADDR and
@@ -697,6 +699,59 @@ func TestExistingSecret(t *testing.T) {
 				if e.Name == "DATABASE_URL" && e.ValueFrom.SecretKeyRef.Key != "uri" {
 					t.Errorf("%s DATABASE_URL reads key %q, want uri", owner, e.ValueFrom.SecretKeyRef.Key)
 				}
+			}
+		}
+	}
+}
+
+// TestLongReleaseName checks that names stay within Kubernetes' limits for
+// the longest release name Helm allows (53): CronJobs 52 characters (their
+// Jobs add 11), every other object 63, all DNS labels.
+func TestLongReleaseName(t *testing.T) {
+	t.Parallel()
+	release := strings.Repeat("r", 53)
+	m := render(t, valueSet{name: "long", release: release, namespace: "creditgate",
+		args: []string{"-f", filepath.Join(chartDir, "ci", "all-on-values.yaml"), "--set", "fullnameOverride="}})
+	var names []metav1.Object
+	for _, o := range m.CronJobs {
+		if len(o.Name) > 52 {
+			t.Errorf("CronJob name %q is %d characters, over 52", o.Name, len(o.Name))
+		}
+	}
+	for _, o := range m.Deployments {
+		names = append(names, o)
+	}
+	for _, o := range m.CronJobs {
+		names = append(names, o)
+	}
+	for _, o := range m.Jobs {
+		names = append(names, o)
+	}
+	for _, o := range m.Pods {
+		names = append(names, o)
+	}
+	for _, o := range m.Services {
+		names = append(names, o)
+	}
+	for _, o := range m.ServiceAccounts {
+		names = append(names, o)
+	}
+	for _, o := range m.ConfigMaps {
+		names = append(names, o)
+	}
+	for _, o := range m.Secrets {
+		names = append(names, o)
+	}
+	if len(names) < 8 {
+		t.Fatalf("only %d objects", len(names))
+	}
+	for _, o := range names {
+		if errs := validation.IsDNS1123Label(o.GetName()); len(errs) > 0 {
+			t.Errorf("name %q: %v", o.GetName(), errs)
+		}
+		for k, v := range o.GetLabels() {
+			if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+				t.Errorf("%s label %s=%q: %v", o.GetName(), k, v, errs)
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +127,17 @@ func renderNotes(t *testing.T, vs valueSet) string {
 	return v.Notes
 }
 
+// TestNotesWarnsSingleReplica checks that NOTES.txt warns when the PDB
+// would block node drains.
+func TestNotesWarnsSingleReplica(t *testing.T) {
+	t.Parallel()
+	vs := valueSets()[0]
+	vs.args = append(slices.Clone(vs.args), "--set", "webhook.replicas=1")
+	if notes := renderNotes(t, vs); !strings.Contains(notes, "node drains will wait for ever") {
+		t.Errorf("no PDB warning with one replica:\n%s", notes)
+	}
+}
+
 // TestNotes checks that NOTES.txt tells the webhook URL for Clerk and how to
 // check it.
 func TestNotes(t *testing.T) {
@@ -159,6 +171,9 @@ func TestNotes(t *testing.T) {
 				if !strings.Contains(notes, w) {
 					t.Errorf("NOTES.txt lacks %q:\n%s", w, notes)
 				}
+			}
+			if strings.Contains(notes, "node drains will wait") {
+				t.Errorf("NOTES.txt warns about the PDB with %s values", tt.vs.name)
 			}
 			if strings.Contains(notes, "<no value>") {
 				t.Errorf("NOTES.txt has <no value>:\n%s", notes)

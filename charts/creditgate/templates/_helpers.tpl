@@ -9,18 +9,19 @@ Names, labels, the image and the environment wiring, shared by every template.
 
 {{/*
 Full name: <release>-<chart>, or the release name when it already holds the
-chart name. Truncated to 52 characters so that "-reconciler" and the
-CronJob's Job suffixes still fit in Kubernetes' limits.
+chart name. Truncated to 41 characters: the CronJob "<full name>-reconciler"
+must fit Kubernetes' 52 for CronJobs, and "-migrations", "-test-readyz" the 63
+of other names.
 */}}
 {{- define "creditgate.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- .Values.fullnameOverride | trunc 41 | trimSuffix "-" }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- .Release.Name | trunc 41 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | trunc 41 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
 {{- end }}
