@@ -1,18 +1,29 @@
 # creditgate developer entry points. `make dev` runs the service for real on a
-# local PostgreSQL; `make test` runs every test (it starts its own PostgreSQL).
+# local PostgreSQL; `make test` runs every test (it starts its own PostgreSQL
+# and builds the pinned helm/promtool it needs into ~/.cache/creditgate).
 SHELL := /bin/bash
 GO ?= go
+export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: dev test vet fmt-check lint build fuzz bench
+.PHONY: dev test test-go test-chart vet fmt-check lint build image fuzz bench e2e e2e-kind chart-check cluster-up cluster-down
 
 dev:
 	$(GO) run ./hack/dev
 
-test: fmt-check vet
+test: fmt-check vet test-go test-chart
+
+test-go:
 	$(GO) test -race -count=1 ./...
+	cd hack/tools && $(GO) test -count=1 ./...
+
+# Chart lint/render/schema/alert tests (e2e/chart, its own Go module).
+test-chart:
+	export PATH="$$(bash hack/tools.sh):$$PATH"; cd e2e && $(GO) test -count=1 ./chart/...
 
 vet:
 	$(GO) vet ./...
+	cd e2e && $(GO) vet ./... && $(GO) vet -tags e2e .
+	cd hack/tools && $(GO) vet ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -20,9 +31,15 @@ fmt-check:
 
 lint: fmt-check vet
 	$(GO) mod tidy -diff
+	cd e2e && $(GO) mod tidy -diff
+	cd hack/tools && $(GO) mod tidy -diff
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o /tmp/creditgate/ ./cmd/...
+
+# The container image, built without Docker (see docs/image.md).
+image:
+	cd hack/tools && $(GO) run ./image
 
 # Coverage-guided fuzzing of the Clerk event decoder (the seed corpus also
 # runs in `make test`).
@@ -31,3 +48,21 @@ fuzz:
 
 bench:
 	bash hack/bench.sh
+
+# e2e on a from-source single-node Kubernetes (no Docker needed; see docs/e2e.md).
+e2e:
+	bash hack/e2e.sh
+
+# e2e on kind (needs Docker, kind, kubectl).
+e2e-kind:
+	bash hack/e2e-kind.sh
+
+# helm lint + template, and a server-side dry-run when KUBECONFIG is set.
+chart-check:
+	bash hack/chart-check.sh
+
+cluster-up:
+	bash hack/cluster/build.sh && bash hack/cluster/up.sh
+
+cluster-down:
+	bash hack/cluster/down.sh

@@ -704,6 +704,29 @@ func TestExistingSecret(t *testing.T) {
 	}
 }
 
+// TestSeparateReconcilerImage checks the override for builders that make one
+// image per binary (ko, as skaffold.yaml uses): the CronJob runs its own
+// image with that image's entrypoint; everything else keeps the one image.
+func TestSeparateReconcilerImage(t *testing.T) {
+	t.Parallel()
+	vs := valueSet{name: "ko", release: "creditgate", namespace: "creditgate", args: []string{
+		"--set", "secret.databaseURL=postgres://x/y", "--set", "secret.signingSecret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+		"--set", "image.repository=ko.local/creditgate-webhook", "--set", "image.tag=abc",
+		"--set", "reconciler.image.repository=ko.local/creditgate-reconciler", "--set", "reconciler.command=null"}}
+	m := render(t, vs)
+	for _, cj := range m.CronJobs {
+		c := container(t, cj.Spec.JobTemplate.Spec.Template.Spec, "reconciler")
+		if c.Image != "ko.local/creditgate-reconciler:abc" || len(c.Command) != 0 {
+			t.Errorf("reconciler runs %s %q, want ko.local/creditgate-reconciler:abc with its entrypoint", c.Image, c.Command)
+		}
+	}
+	for _, d := range m.Deployments {
+		if c := container(t, d.Spec.Template.Spec, "webhook"); c.Image != "ko.local/creditgate-webhook:abc" {
+			t.Errorf("webhook runs %s", c.Image)
+		}
+	}
+}
+
 // TestLongReleaseName checks that names stay within Kubernetes' limits for
 // the longest release name Helm allows (53): CronJobs 52 characters (their
 // Jobs add 11), every other object 63, all DNS labels.

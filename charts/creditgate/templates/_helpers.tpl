@@ -94,6 +94,20 @@ yet when a pre-install hook runs, so the chart makes a hook one.
 {{- end }}
 {{- end }}
 
+{{/* The reconciler's image: its own when reconciler.image.repository is set, else the one image. */}}
+{{- define "creditgate.reconcilerImage" -}}
+{{- $r := .Values.reconciler.image | default dict -}}
+{{- if $r.repository }}
+{{- if $r.digest }}
+{{- printf "%s@%s" $r.repository $r.digest }}
+{{- else }}
+{{- printf "%s:%s" $r.repository ($r.tag | default .Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- end }}
+{{- else }}
+{{- include "creditgate.image" . }}
+{{- end }}
+{{- end }}
+
 {{/* Name of the Secret holding DATABASE_URL and the Clerk secrets. */}}
 {{- define "creditgate.secretName" -}}
 {{- default (include "creditgate.fullname" .) .Values.secret.existingSecret }}

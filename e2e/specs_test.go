@@ -1,0 +1,341 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/creditgate/creditgate/pkg/clerk/clerkfake"
+)
+
+// One ordered flow: the disruptive specs (chaos, upgrade) run last, and a
+// failure does not skip the rest.
+var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() {
+	var s *sender
+	BeforeAll(func() {
+		s = newSender(env.webhookURL, env.secret, compressedSchedule)
+	})
+
+	It("grants 20 credits for a signed user.created and writes Clerk's metadata once", Label(LabelSmoke), func(ctx SpecContext) {
+		id := uid("smoke", 0)
+		env.fake.AddUser(fakeUser(id))
+		a := s.post(ctx, userCreated("msg_"+id, id, id+"@example.com", time.Now().UnixMilli()), time.Now(), nil)
+		Expect(a.Err).NotTo(HaveOccurred())
+		Expect(a.Status).To(Equal(http.StatusOK), a.Body)
+		Expect(a.Body).To(ContainSubstring(`"credits_granted":20`))
+		Expect(creditsOf(ctx, id)).To(Equal(int64(20)))
+		Eventually(func() int { return env.fake.MetadataWrites(id) }).Should(Equal(1))
+		Consistently(func() int { return env.fake.MetadataWrites(id) }).Should(Equal(1))
+		u, _ := env.fake.User(id)
+		Expect(u.PublicMetadata).To(HaveKeyWithValue("creditgate", HaveKeyWithValue("signup_credits", BeNumerically("==", 20))))
+		Expect(ledgerInvariants(ctx)).To(BeEmpty())
+	}, SpecTimeout(5*time.Minute))
+
+	It("keeps the counters on /metrics in step with what was sent", Label(LabelMetrics), func(ctx SpecContext) {
+		before := scrapeOutcomes()
+		var sent = map[string]int{}
+		for i := range 5 {
+			id := uid("metrics", i)
+			env.fake.AddUser(fakeUser(id))
+			a := s.post(ctx, userCreated("msg_"+id, id, "", time.Now().UnixMilli()), time.Now(), nil)
+			Expect(a.Status).To(Equal(http.StatusOK), a.Body)
+			sent["processed"]++
+			a = s.post(ctx, userCreated("msg_"+id, id, "", time.Now().UnixMilli()), time.Now(), nil)
+			Expect(a.Status).To(Equal(http.StatusOK), a.Body)
+			sent["duplicate"]++
+		}
+		a := s.post(ctx, message{ID: "msg_metrics_ignored_" + runID, Body: []byte(`{"type":"session.created","data":{"id":"sess_1"}}`)}, time.Now(), nil)
+		Expect(a.Status).To(Equal(http.StatusOK))
+		sent["ignored"]++
+		a = s.post(ctx, message{ID: "msg_metrics_bad_" + runID, Body: []byte(`{"type":"user.created","data":{}}`)}, time.Now(), nil)
+		Expect(a.Status).To(Equal(http.StatusBadRequest))
+		sent["rejected"]++
+		a = s.post(ctx, message{ID: "msg_metrics_unauth_" + runID, Body: []byte(`{}`)}, time.Now().Add(-time.Hour), nil)
+		Expect(a.Status).To(Equal(http.StatusUnauthorized))
+		sent["unauthorized"]++
+
+		after := scrapeOutcomes()
+		for outcome, n := range sent {
+			Expect(after[outcome]-before[outcome]).To(Equal(float64(n)), "outcome %s", outcome)
+		}
+	})
+
+	It("grants one credit for duplicates: sequential, 50 concurrent, and different svix-ids", Label(LabelIdempotency), func(ctx SpecContext) {
+		seqUser, concUser, manyUser := uid("dup", 0), uid("dup", 1), uid("dup", 2)
+		env.fake.AddUsers(fakeUser(seqUser), fakeUser(concUser), fakeUser(manyUser))
+		m := userCreated("msg_"+seqUser, seqUser, "", time.Now().UnixMilli())
+		for range 5 {
+			Expect(s.post(ctx, m, time.Now(), nil).Status).To(Equal(http.StatusOK))
+		}
+		concurrently(50, func(i int) attempt {
+			return s.post(ctx, userCreated("msg_"+concUser, concUser, "", time.Now().UnixMilli()), time.Now(), nil)
+		})
+		concurrently(20, func(i int) attempt {
+			return s.post(ctx, userCreated(fmt.Sprintf("msg_%s_%d", manyUser, i), manyUser, "", time.Now().UnixMilli()), time.Now(), nil)
+		})
+		for _, id := range []string{seqUser, concUser, manyUser} {
+			available, signups := creditsOf(ctx, id)
+			Expect(available).To(Equal(int64(20)), id)
+			Expect(signups).To(Equal(1), id)
+		}
+		Expect(count(ctx, "SELECT count(*) FROM webhook_events WHERE clerk_user_id = ?", manyUser)).To(Equal(20))
+		Expect(ledgerInvariants(ctx)).To(BeEmpty())
+	})
+
+	It("ends out-of-order lifecycle events in the right state", Label(LabelLifecycle), func(ctx SpecContext) {
+		now := time.Now().UnixMilli()
+		early, late, moved := uid("life", 0), uid("life", 1), uid("life", 2)
+		env.fake.AddUsers(fakeUser(late), fakeUser(moved))
+		steps := []message{
+			// deleted before created: ends deleted, never credited
+			userDeleted("msg_del_"+early, early),
+			userCreated("msg_cre_"+early, early, "early@example.com", now),
+			// updated before created: newest email wins, one credit
+			userUpdated("msg_upd_"+late, late, "new@example.com", now+2000),
+			userCreated("msg_cre_"+late, late, "old@example.com", now),
+			// created then deleted: credited, then forfeited
+			userCreated("msg_cre_"+moved, moved, "moved@example.com", now),
+			userDeleted("msg_del_"+moved, moved),
+		}
+		for _, m := range steps {
+			Expect(s.post(ctx, m, time.Now(), nil).Status).To(Equal(http.StatusOK), m.ID)
+		}
+		type state struct {
+			Deleted   bool
+			Email     string
+			Available int64
+			Signups   int
+		}
+		get := func(id string) state {
+			var st state
+			var rows []struct {
+				Deleted   bool    `bun:"deleted"`
+				Email     *string `bun:"email"`
+				Available int64   `bun:"available_credits"`
+			}
+			Expect(env.db.NewRaw("SELECT deleted_at IS NOT NULL AS deleted, email, available_credits FROM users WHERE clerk_id = ?", id).Scan(ctx, &rows)).To(Succeed())
+			Expect(rows).To(HaveLen(1))
+			st.Deleted, st.Available = rows[0].Deleted, rows[0].Available
+			if rows[0].Email != nil {
+				st.Email = *rows[0].Email
+			}
+			_, st.Signups = creditsOf(ctx, id)
+			return st
+		}
+		Expect(get(early)).To(Equal(state{Deleted: true}))
+		Expect(get(late)).To(Equal(state{Email: "new@example.com", Available: 20, Signups: 1}))
+		Expect(get(moved)).To(Equal(state{Deleted: true, Signups: 1}))
+		Expect(ledgerInvariants(ctx)).To(BeEmpty())
+	})
+
+	It("refuses bad input over real HTTP and changes nothing", Label(LabelSecurity), func(ctx SpecContext) {
+		id := uid("sec", 0)
+		good := userCreated("msg_"+id, id, "", time.Now().UnixMilli())
+		before := tableSnapshot(ctx)
+		cases := []struct {
+			name   string
+			m      message
+			at     time.Time
+			mutate func(*http.Request)
+			status int
+		}{
+			{"bad signature", good, time.Now(), func(r *http.Request) {
+				r.Header.Set("svix-signature", "v1,"+strings.Repeat("A", 43)+"=")
+			}, http.StatusUnauthorized},
+			{"stale timestamp", good, time.Now().Add(-10 * time.Minute), nil, http.StatusUnauthorized},
+			{"future timestamp", good, time.Now().Add(10 * time.Minute), nil, http.StatusUnauthorized},
+			{"missing svix-id", good, time.Now(), func(r *http.Request) { r.Header.Del("svix-id") }, http.StatusBadRequest},
+			{"missing svix-timestamp", good, time.Now(), func(r *http.Request) { r.Header.Del("svix-timestamp") }, http.StatusBadRequest},
+			{"missing svix-signature", good, time.Now(), func(r *http.Request) { r.Header.Del("svix-signature") }, http.StatusBadRequest},
+			{"oversized body", message{ID: "msg_big_" + id, Body: bytes.Repeat([]byte("x"), 1<<20+1)}, time.Now(), nil, http.StatusRequestEntityTooLarge},
+		}
+		for _, c := range cases {
+			a := s.post(ctx, c.m, c.at, c.mutate)
+			Expect(a.Err).NotTo(HaveOccurred(), c.name)
+			Expect(a.Status).To(Equal(c.status), "%s: %s", c.name, a.Body)
+		}
+		Expect(tableSnapshot(ctx)).To(Equal(before), "refused deliveries changed the database")
+
+		a := s.post(ctx, message{ID: "msg_malformed_" + id, Body: []byte(`{"type":"user.created","data":`)}, time.Now(), nil)
+		Expect(a.Status).To(Equal(http.StatusBadRequest))
+		Expect(a.Header.Get("webhook-delivery")).To(Equal("abort-message"))
+		Expect(count(ctx, "SELECT count(*) FROM webhook_events WHERE svix_id = ? AND status = 'rejected'", "msg_malformed_"+id)).To(Equal(1))
+		after := tableSnapshot(ctx)
+		Expect(after["users"]).To(Equal(before["users"]))
+		Expect(after["credit_transactions"]).To(Equal(before["credit_transactions"]))
+	})
+
+	It("heals a user without a signup credit and a failed event with a Job from the CronJob", Label(LabelReconciler), func(ctx SpecContext) {
+		lost, failed := uid("rec", 0), uid("rec", 1)
+		_, err := env.db.ExecContext(ctx, "INSERT INTO users (clerk_id) VALUES (?)", lost)
+		Expect(err).NotTo(HaveOccurred())
+		body := userCreated("msg_"+failed, failed, failed+"@example.com", time.Now().UnixMilli()).Body
+		_, err = env.db.ExecContext(ctx, `INSERT INTO webhook_events (svix_id, event_type, clerk_user_id, payload, status, attempts, last_error, received_at)
+			VALUES (?, 'user.created', ?, ?::jsonb, 'failed', 1, 'connection reset (e2e)', now() - interval '1 hour')`, "msg_"+failed, failed, string(body))
+		Expect(err).NotTo(HaveOccurred())
+		env.fake.AddUser(fakeUser(lost))
+		env.fake.AddUser(fakeUser(failed))
+
+		summary := runReconcilerJob("e2e-reconcile-1-" + runID)
+		Expect(summary["outcome"]).To(Equal("success"))
+		for _, id := range []string{lost, failed} {
+			available, signups := creditsOf(ctx, id)
+			Expect(available).To(Equal(int64(20)), id)
+			Expect(signups).To(Equal(1), id)
+		}
+		Expect(count(ctx, "SELECT count(*) FROM webhook_events WHERE svix_id = ? AND status = 'processed'", "msg_"+failed)).To(Equal(1))
+
+		before := tableSnapshot(ctx)
+		summary = runReconcilerJob("e2e-reconcile-2-" + runID)
+		Expect(summary["outcome"]).To(Equal("success"))
+		Expect(tableSnapshot(ctx)).To(Equal(before), "a second reconcile changed the ledger")
+		Expect(ledgerInvariants(ctx)).To(BeEmpty())
+	}, SpecTimeout(8*time.Minute))
+
+	It("loses nothing when a webhook pod is deleted, or PostgreSQL restarts, mid-load", Label(LabelChaos), func(ctx SpecContext) {
+		for k, disruption := range []struct {
+			name string
+			do   func()
+		}{
+			{"delete a webhook pod", func() {
+				pods := webhookPods()
+				Expect(pods).NotTo(BeEmpty())
+				kubectl("delete", "pod", pods[0], "--wait=false")
+			}},
+			{"restart PostgreSQL", func() { env.restartDB(ctx) }},
+		} {
+			By(disruption.name + " in the middle of a 2,000-user load")
+			const users = 2000
+			prefix := fmt.Sprintf("chaos%d", k)
+			like := fmt.Sprintf("user_%s_%s_%%", runID, prefix)
+			msgs := make([]message, users)
+			for i := range users {
+				id := uid(prefix, i)
+				env.fake.AddUser(fakeUser(id))
+				msgs[i] = userCreated("msg_"+id, id, "", time.Now().UnixMilli())
+			}
+			cs := newSender(env.webhookURL, env.secret, compressedSchedule)
+			var failed []string
+			done := make(chan struct{})
+			go func() {
+				defer GinkgoRecover()
+				defer close(done)
+				failed = cs.deliverAll(ctx, msgs, 32)
+			}()
+			Eventually(func() int64 { return cs.attempts.Load() }).WithTimeout(time.Minute).Should(BeNumerically(">", users/3))
+			disruption.do()
+			<-done
+			GinkgoWriter.Printf("%s: %d attempts, %d non-2xx, %d transport errors, statuses %v\n",
+				disruption.name, cs.attempts.Load(), cs.non2xx.Load(), cs.transportErrs.Load(), cs.statuses)
+			Expect(failed).To(BeEmpty(), "deliveries that never got a 2xx after Svix-like retries:\n%s", joined(failed))
+
+			summary := runReconcilerJob(fmt.Sprintf("e2e-chaos-%d-%s", k, runID))
+			Expect(summary["outcome"]).To(Or(Equal("success"), Equal("partial")))
+			Expect(count(ctx, "SELECT count(*) FROM users WHERE clerk_id LIKE ?", like)).To(Equal(users))
+			Expect(count(ctx, "SELECT count(*) FROM credit_transactions WHERE reason = 'signup_bonus' AND clerk_id LIKE ?", like)).
+				To(Equal(users), "every user exactly one signup credit")
+			Expect(count(ctx, "SELECT count(*) FROM users WHERE clerk_id LIKE ? AND available_credits <> 20", like)).To(Equal(0))
+			Expect(ledgerInvariants(ctx)).To(BeEmpty())
+			kubectl("wait", "--for=condition=Ready", "pod", "-l", "app.kubernetes.io/component=webhook", "--timeout=180s")
+		}
+	}, SpecTimeout(20*time.Minute))
+
+	It("rolls out a chart upgrade under steady load with zero non-2xx answers", Label(LabelUpgrade), func(ctx SpecContext) {
+		us := newSender(env.webhookURL, env.secret, nil)
+		stop := make(chan struct{})
+		var sent atomic.Int64
+		var wg sync.WaitGroup
+		var bad []string
+		var mu sync.Mutex
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer GinkgoRecover()
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					id := uid(fmt.Sprintf("upg%d", w), i)
+					env.fake.AddUser(fakeUser(id))
+					a := us.post(ctx, userCreated("msg_"+id, id, "", time.Now().UnixMilli()), time.Now(), nil)
+					sent.Add(1)
+					if a.Err != nil || a.Status != http.StatusOK {
+						mu.Lock()
+						bad = append(bad, fmt.Sprintf("%s: %d %v", id, a.Status, a.Err))
+						mu.Unlock()
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}()
+		}
+		time.Sleep(3 * time.Second)
+		out := installChart("webhook.podAnnotations.e2e-rollout=" + runID)
+		GinkgoWriter.Println(out)
+		kubectl("rollout", "status", "deployment/"+env.release, "--timeout=5m")
+		time.Sleep(5 * time.Second)
+		close(stop)
+		wg.Wait()
+		GinkgoWriter.Printf("upgrade: %d deliveries during the rollout\n", sent.Load())
+		Expect(sent.Load()).To(BeNumerically(">", 100))
+		Expect(bad).To(BeEmpty(), "non-2xx answers during the rollout:\n%s", joined(bad))
+		Expect(ledgerInvariants(ctx)).To(BeEmpty())
+	}, SpecTimeout(10*time.Minute))
+})
+
+// concurrently runs f n times at once and expects every answer to be a 200.
+func concurrently(n int, f func(i int) attempt) {
+	GinkgoHelper()
+	var wg sync.WaitGroup
+	answers := make([]attempt, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			answers[i] = f(i)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, a := range answers {
+		Expect(a.Err).NotTo(HaveOccurred(), "request %d", i)
+		Expect(a.Status).To(Equal(http.StatusOK), "request %d: %s", i, a.Body)
+	}
+}
+
+var outcomeLine = regexp.MustCompile(`^creditgate_webhook_deliveries_total\{outcome="([a-z_]+)"\} ([0-9.e+]+)$`)
+
+// scrapeOutcomes sums creditgate_webhook_deliveries_total over the webhook pods.
+func scrapeOutcomes() map[string]float64 {
+	GinkgoHelper()
+	sum := map[string]float64{}
+	for _, pod := range webhookPods() {
+		for _, line := range strings.Split(podMetrics(pod), "\n") {
+			if m := outcomeLine.FindStringSubmatch(line); m != nil {
+				v, err := strconv.ParseFloat(m[2], 64)
+				Expect(err).NotTo(HaveOccurred())
+				sum[m[1]] += v
+			}
+		}
+	}
+	return sum
+}
+
+func fakeUser(id string) clerkfake.User {
+	return clerkfake.User{ID: id, CreatedAt: time.Now().Add(-time.Minute)}
+}
