@@ -188,12 +188,35 @@ func serviceURL() string {
 	return "http://" + net.JoinHostPort(ip, "8080") + "/api/webhooks/clerk"
 }
 
-// webhookPods returns the names of the webhook pods.
+// webhookPods returns the names of the webhook pods that are Ready and not
+// being deleted.
 func webhookPods() []string {
 	GinkgoHelper()
-	out := kubectl("get", "pods", "-l", "app.kubernetes.io/component=webhook,app.kubernetes.io/instance="+env.release,
-		"-o", "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}")
-	return strings.Fields(out)
+	out := kubectl("get", "pods", "-l", "app.kubernetes.io/component=webhook,app.kubernetes.io/instance="+env.release, "-o", "json")
+	var list struct {
+		Items []struct {
+			Metadata struct {
+				Name              string  `json:"name"`
+				DeletionTimestamp *string `json:"deletionTimestamp"`
+			} `json:"metadata"`
+			Status struct {
+				Conditions []struct{ Type, Status string } `json:"conditions"`
+			} `json:"status"`
+		} `json:"items"`
+	}
+	Expect(json.Unmarshal([]byte(out), &list)).To(Succeed())
+	var names []string
+	for _, p := range list.Items {
+		if p.Metadata.DeletionTimestamp != nil {
+			continue
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == "Ready" && c.Status == "True" {
+				names = append(names, p.Metadata.Name)
+			}
+		}
+	}
+	return names
 }
 
 // podMetrics scrapes a pod's /metrics through the API server's proxy, which

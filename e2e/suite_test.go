@@ -54,8 +54,8 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 
 	By("checking the hook Job migrated the database and the webhook pods are Ready")
 	Expect(count(ctx, "SELECT count(*) FROM bun_migrations")).To(BeNumerically(">=", 3))
-	Expect(webhookPods()).To(HaveLen(2))
-	kubectl("wait", "--for=condition=Ready", "pod", "-l", "app.kubernetes.io/component=webhook", "--timeout=120s")
+	kubectl("rollout", "status", "deployment/"+env.release, "--timeout=180s")
+	Eventually(webhookPods).Should(HaveLen(2))
 	env.webhookURL = serviceURL()
 	GinkgoWriter.Printf("webhook URL (through the Service): %s\n", env.webhookURL)
 }, NodeTimeout(15*time.Minute))

@@ -29,6 +29,9 @@ trap 'exit 130' INT TERM
 bash hack/cluster/up.sh
 export KUBECONFIG=$KUBECONFIG_PATH
 
+# The rendered chart, both value sets, through the API server's validation.
+KUBECTL=$K8S_BIN/kubectl bash hack/chart-check.sh
+
 tag=e2e-$(git rev-parse --short HEAD 2>/dev/null || echo local)
 export E2E_IMAGE=creditgate:$tag
 (cd hack/tools && go run ./image -tag "$E2E_IMAGE" -out "$RUN_DIR/creditgate-image.tar")
