@@ -16,4 +16,4 @@ cd "$(dirname "$0")/../e2e"
 args=(-ginkgo.v -ginkgo.timeout=50m -ginkgo.poll-progress-after=120s)
 [[ -n ${E2E_LABELS:-} ]] && args+=("-ginkgo.label-filter=$E2E_LABELS")
 echo "== e2e suite against $(${E2E_KUBECTL:-kubectl} config current-context 2>/dev/null || echo cluster) with $E2E_IMAGE"
-go test -tags e2e -count=1 -timeout 60m . -args "${args[@]}"
+go test -v -tags e2e -count=1 -timeout 60m . -args "${args[@]}"
