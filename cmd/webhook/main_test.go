@@ -65,20 +65,7 @@ func TestServeHandlesEventAndShutsDownGracefully(t *testing.T) {
 		}), io.Discard, io.Discard)
 	}()
 	base := "http://" + httpAddr
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 10s: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitReady(t, base)
 
 	body := []byte(`{"type":"user.created","data":{"id":"user_main","email_addresses":[]}}`)
 	wh, _ := svix.NewWebhook(testSecret)
