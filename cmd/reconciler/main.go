@@ -52,6 +52,7 @@ Environment:
   BACKFILL_OVERLAP          re-list this much before the watermark (default 10m)
   RECONCILE_TIMEOUT         bound on the whole run (default 4m; keep it under the CronJob's deadline)
   PUSHGATEWAY_URL           push the run's metrics to this Prometheus Pushgateway when set
+  POD_NAMESPACE             the Pushgateway group's namespace label (the chart sets it)
   LOG_LEVEL, LOG_FORMAT     as the webhook's (logs go to stderr)
 `
 
@@ -76,6 +77,7 @@ type config struct {
 	ClerkRPS        float64
 	Timeout         time.Duration
 	PushgatewayURL  string
+	Namespace       string
 	Reconcile       reconcile.Config
 }
 
@@ -92,6 +94,7 @@ func loadConfig(getenv func(string) string) (config, []string, error) {
 		ClerkRPS:        float64(r.Int("CLERK_API_RPS", 20, 1, 1000)),
 		Timeout:         r.Duration("RECONCILE_TIMEOUT", 4*time.Minute, time.Second, 24*time.Hour),
 		PushgatewayURL:  r.URL("PUSHGATEWAY_URL", ""),
+		Namespace:       r.String("POD_NAMESPACE", ""),
 	}
 	batch := int(r.Int("RECONCILE_BATCH", 1000, 1, 1_000_000))
 	c.Reconcile = reconcile.Config{
@@ -228,7 +231,13 @@ func pushMetrics(ctx context.Context, cfg config, reg *prometheus.Registry, log 
 	if cfg.PushgatewayURL == "" {
 		return
 	}
-	if err := push.New(cfg.PushgatewayURL, "creditgate_reconciler").Gatherer(reg).PushContext(ctx); err != nil {
+	p := push.New(cfg.PushgatewayURL, "creditgate_reconciler").Gatherer(reg)
+	if cfg.Namespace != "" {
+		// One group per installation: releases in other namespaces sharing
+		// the Pushgateway do not overwrite each other.
+		p = p.Grouping("namespace", cfg.Namespace)
+	}
+	if err := p.PushContext(ctx); err != nil {
 		log.WarnContext(ctx, "push metrics to the Pushgateway", "error", err)
 	}
 }

@@ -108,13 +108,13 @@ func TestPushgateway(t *testing.T) {
 	}))
 	defer gw.Close()
 	var out bytes.Buffer
-	err := run(context.Background(), nil, envMap(map[string]string{"DATABASE_URL": url, "LOG_LEVEL": "error", "PUSHGATEWAY_URL": gw.URL}), &out, &bytes.Buffer{})
+	err := run(context.Background(), nil, envMap(map[string]string{"DATABASE_URL": url, "LOG_LEVEL": "error", "PUSHGATEWAY_URL": gw.URL, "POD_NAMESPACE": "payments"}), &out, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case p := <-pushed:
-		if !strings.HasPrefix(p, "PUT /metrics/job/creditgate_reconciler") || !strings.Contains(p, "creditgate_reconcile_runs_total") {
+		if !strings.HasPrefix(p, "PUT /metrics/job/creditgate_reconciler/namespace/payments") || !strings.Contains(p, "creditgate_reconcile_runs_total") {
 			t.Errorf("pushed %.200q", p)
 		}
 	default:

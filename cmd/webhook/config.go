@@ -21,6 +21,7 @@ type config struct {
 	ShutdownTimeout time.Duration
 	ShutdownDelay   time.Duration
 	OTLPEndpoint    string
+	Namespace       string
 	BacklogRefresh  time.Duration
 	Clerk           clerkConfig
 }
@@ -65,6 +66,7 @@ func loadConfig(getenv func(string) string, serving bool) (config, []string, err
 		c.ShutdownTimeout = r.Duration("SHUTDOWN_TIMEOUT", 20*time.Second, 0, time.Hour)
 		c.ShutdownDelay = r.Duration("SHUTDOWN_DELAY", 0, 0, 10*time.Minute)
 		c.OTLPEndpoint = r.String("OTEL_EXPORTER_OTLP_ENDPOINT", r.String("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ""))
+		c.Namespace = r.String("POD_NAMESPACE", "")
 		c.BacklogRefresh = r.Duration("BACKLOG_REFRESH", 30*time.Second, time.Second, time.Hour)
 		c.Clerk = loadClerk(r)
 	}

@@ -56,6 +56,7 @@ Environment:
   CLERK_API_URL                 Clerk Backend API base URL (default https://api.clerk.com/v1)
   CLERK_API_RPS                 most Clerk API calls per second from this process (default 20)
   OUTBOX_MAX_ATTEMPTS           failed metadata writes before one is parked as dead (default 12)
+  POD_NAMESPACE                 the Kubernetes namespace, for OpenTelemetry's resource (the chart sets it)
   BACKLOG_REFRESH               how often the backlog gauges re-query the database (default 30s)
   OTEL_EXPORTER_OTLP_ENDPOINT   export traces and OTel metrics over OTLP/HTTP when set (and the other OTEL_* variables)
 `
@@ -150,7 +151,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	ot, err := telemetry.SetupOTel(ctx, cfg.OTLPEndpoint, "creditgate-webhook", version)
+	ot, err := telemetry.SetupOTel(ctx, cfg.OTLPEndpoint, "creditgate-webhook", version, cfg.Namespace)
 	if err != nil {
 		return err
 	}

@@ -181,8 +181,11 @@ func checkEnvWiring(t *testing.T, vs valueSet, m *manifests) {
 		if ref == nil {
 			continue
 		}
+		if ref.FieldRef != nil && e.Name == "POD_NAMESPACE" && ref.FieldRef.FieldPath == "metadata.namespace" {
+			continue // the downward API: the release's namespace
+		}
 		if ref.SecretKeyRef == nil {
-			t.Errorf("%s: only secretKeyRef is expected, got %+v", e.Name, ref)
+			t.Errorf("%s: only secretKeyRef (and POD_NAMESPACE's fieldRef) is expected, got %+v", e.Name, ref)
 			continue
 		}
 		s := m.secret(ref.SecretKeyRef.Name)

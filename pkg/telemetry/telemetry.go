@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
@@ -77,14 +78,17 @@ func (o *OTel) Shutdown(ctx context.Context) error {
 // when endpoint (OTEL_EXPORTER_OTLP_ENDPOINT or its traces/metrics variants)
 // is set; otherwise the global no-op providers stay, which cost nothing on the
 // hot path. The exporters read the standard OTEL_* variables themselves.
-func SetupOTel(ctx context.Context, endpoint, service, version string) (*OTel, error) {
+func SetupOTel(ctx context.Context, endpoint, service, version, namespace string) (*OTel, error) {
 	o := &OTel{}
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	if endpoint == "" {
 		return o, nil
 	}
-	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL,
-		semconv.ServiceName(service), semconv.ServiceVersion(version)))
+	attrs := []attribute.KeyValue{semconv.ServiceName(service), semconv.ServiceVersion(version)}
+	if namespace != "" {
+		attrs = append(attrs, semconv.K8SNamespaceName(namespace))
+	}
+	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL, attrs...))
 	if err != nil {
 		return nil, fmt.Errorf("otel resource: %w", err)
 	}

@@ -206,7 +206,7 @@ env:
   - name: LOG_FORMAT
     value: {{ $v.config.logFormat | quote }}
 {{- else }}
-{{- $managed := list "DATABASE_URL" "CLERK_WEBHOOK_SIGNING_SECRET" "CLERK_SECRET_KEY" }}
+{{- $managed := list "DATABASE_URL" "CLERK_WEBHOOK_SIGNING_SECRET" "CLERK_SECRET_KEY" "POD_NAMESPACE" }}
 {{- $managed = concat $managed (keys (include "creditgate.configData" $ctx | fromYaml)) -}}
 envFrom:
   - configMapRef:
@@ -228,6 +228,10 @@ env:
         name: {{ include "creditgate.secretName" $ctx }}
         key: {{ $v.secret.keys.clerkSecretKey }}
         optional: true
+  - name: POD_NAMESPACE
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.namespace
 {{- range $v.extraEnv }}
 {{- if has .name $managed }}
 {{- fail (printf "extraEnv: %s is set by the chart; set it through its value (see values.yaml)" .name) }}

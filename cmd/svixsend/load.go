@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// generator makes the i-th message of a run. It is safe for concurrent use.
+type generator struct {
+	eventType  string
+	instanceID string
+	// unique gives every message a new user (and so a new signup).
+	unique bool
+	// user and email are the one user of a non-unique run.
+	user, email string
+	// svixID, when set, is reused by every message: redeliveries of one message.
+	svixID string
+	now    func() time.Time
+}
+
+func (g *generator) message(int) (message, error) {
+	user, email := g.user, g.email
+	if g.unique {
+		user = newID("user")
+		email = emailFor(user)
+	}
+	id := g.svixID
+	if id == "" {
+		id = newID("msg")
+	}
+	body, err := payload(event{Type: g.eventType, UserID: user, Email: email, InstanceID: g.instanceID, At: g.now()})
+	if err != nil {
+		return message{}, err
+	}
+	return message{ID: id, Type: g.eventType, UserID: user, Body: body}, nil
+}
+
+// stats accumulates the attempts of one worker; merge combines workers'.
+type stats struct {
+	latencies []time.Duration
+	status    map[int]int
+	// sample keeps the first response body of each non-2xx status.
+	sample map[int]string
+	errors map[string]int
+}
+
+func newStats(capacity int) *stats {
+	return &stats{
+		latencies: make([]time.Duration, 0, capacity),
+		status:    map[int]int{},
+		sample:    map[int]string{},
+		errors:    map[string]int{},
+	}
+}
+
+func (s *stats) add(a attempt) {
+	s.latencies = append(s.latencies, a.Latency)
+	if a.Err != nil {
+		// Bound the distinct messages kept: a dead target repeats one error.
+		if _, ok := s.errors[a.Err.Error()]; ok || len(s.errors) < 10 {
+			s.errors[a.Err.Error()]++
+		} else {
+			s.errors["(other errors)"]++
+		}
+		return
+	}
+	s.status[a.Status]++
+	if !a.OK() {
+		if _, ok := s.sample[a.Status]; !ok {
+			s.sample[a.Status] = strings.TrimSpace(string(a.Body))
+		}
+	}
+}
+
+func (s *stats) merge(o *stats) {
+	s.latencies = append(s.latencies, o.latencies...)
+	for k, v := range o.status {
+		s.status[k] += v
+	}
+	for k, v := range o.sample {
+		if _, ok := s.sample[k]; !ok {
+			s.sample[k] = v
+		}
+	}
+	for k, v := range o.errors {
+		s.errors[k] += v
+	}
+}
+
+// failed counts attempts that Svix would retry or give up on.
+func (s *stats) failed() int {
+	n := 0
+	for _, v := range s.errors {
+		n += v
+	}
+	for code, v := range s.status {
+		if code < 200 || code >= 300 {
+			n += v
+		}
+	}
+	return n
+}
+
+// loadResult is a finished (or interrupted) load run.
+type loadResult struct {
+	*stats
+	requested   int
+	concurrency int
+	unique      bool
+	elapsed     time.Duration
+	// cpu is this process's user+system CPU time during the run.
+	cpu time.Duration
+}
+
+// runLoad sends n messages from c concurrent workers, each waiting for its
+// response before sending the next (closed loop, like Svix's per-endpoint
+// concurrency). A cancelled ctx stops it early; what was sent is reported.
+func runLoad(ctx context.Context, s *sender, g *generator, n, c int) (loadResult, error) {
+	var next atomic.Int64
+	var genErr atomic.Pointer[error]
+	all := newStats(n)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	cpu0 := cpuTime()
+	start := time.Now()
+	for range c {
+		wg.Go(func() {
+			st := newStats(n/c + 1)
+			defer func() {
+				mu.Lock()
+				all.merge(st)
+				mu.Unlock()
+			}()
+			for ctx.Err() == nil && genErr.Load() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				m, err := g.message(i)
+				if err != nil {
+					genErr.CompareAndSwap(nil, &err)
+					return
+				}
+				a := s.send(ctx, m, true)
+				if ctx.Err() != nil {
+					// Interrupted: the attempt did not really fail.
+					return
+				}
+				// Keep only what a failure report needs.
+				if a.OK() {
+					a.Body = nil
+				}
+				st.add(a)
+			}
+		})
+	}
+	wg.Wait()
+	res := loadResult{
+		stats: all, requested: n, concurrency: c, unique: g.unique,
+		elapsed: time.Since(start), cpu: cpuTime() - cpu0,
+	}
+	if p := genErr.Load(); p != nil {
+		return res, *p
+	}
+	return res, nil
+}
+
+// cpuTime is this process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// percentile returns the nearest-rank p-th percentile of sorted durations.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(float64(len(sorted))*p/100+0.999999999) - 1
+	return sorted[max(0, min(rank, len(sorted)-1))]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
+
+// print writes the summary as "name: value" lines, stable for scripts
+// (hack/bench.sh greps them) and readable for people.
+func (r loadResult) print(w io.Writer) {
+	lat := slices.Clone(r.latencies)
+	slices.Sort(lat)
+	sent := len(lat)
+	fmt.Fprintf(w, "events: %d\n", sent)
+	if sent < r.requested {
+		fmt.Fprintf(w, "interrupted_after: %d of %d\n", sent, r.requested)
+	}
+	fmt.Fprintf(w, "concurrency: %d\n", r.concurrency)
+	fmt.Fprintf(w, "unique_users: %t\n", r.unique)
+	fmt.Fprintf(w, "duration_s: %.3f\n", r.elapsed.Seconds())
+	rate := 0.0
+	if r.elapsed > 0 {
+		rate = float64(sent) / r.elapsed.Seconds()
+	}
+	fmt.Fprintf(w, "throughput_per_s: %.1f\n", rate)
+	codes := make([]int, 0, len(r.status))
+	for code := range r.status {
+		codes = append(codes, code)
+	}
+	sort.Ints(codes)
+	for _, code := range codes {
+		fmt.Fprintf(w, "status_%d: %d\n", code, r.status[code])
+	}
+	fmt.Fprintf(w, "failed: %d\n", r.failed())
+	fmt.Fprintf(w, "latency_p50_ms: %s\n", ms(percentile(lat, 50)))
+	fmt.Fprintf(w, "latency_p90_ms: %s\n", ms(percentile(lat, 90)))
+	fmt.Fprintf(w, "latency_p99_ms: %s\n", ms(percentile(lat, 99)))
+	if sent > 0 {
+		fmt.Fprintf(w, "latency_max_ms: %s\n", ms(lat[sent-1]))
+		fmt.Fprintf(w, "sender_cpu_us_per_event: %.1f\n", float64(r.cpu)/float64(time.Microsecond)/float64(sent))
+	}
+	for _, code := range codes {
+		if body, ok := r.sample[code]; ok {
+			fmt.Fprintf(w, "first_body_%d: %s\n", code, body)
+		}
+	}
+	errs := make([]string, 0, len(r.errors))
+	for e := range r.errors {
+		errs = append(errs, e)
+	}
+	sort.Strings(errs)
+	for _, e := range errs {
+		fmt.Fprintf(w, "error: %s (x%d)\n", e, r.errors[e])
+	}
+}

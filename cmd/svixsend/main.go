@@ -1,0 +1,195 @@
+// Command svixsend signs Clerk-shaped webhook events the way Svix does and
+// POSTs them to creditgate's receiver: one event, to try an endpoint by hand,
+// or many from concurrent senders, to measure it (docs/benchmarks.md).
+//
+//	svixsend -type user.created                       # one new user; prints status and body
+//	svixsend -type user.deleted -user user_123        # delete that user
+//	svixsend -n 20000 -c 16                           # 20,000 new users from 16 senders; prints a summary
+//	svixsend -dry-run -type user.created              # print the signed request, send nothing
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const envSigningSecret = "CLERK_WEBHOOK_SIGNING_SECRET"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "svixsend:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	url       string
+	secret    string
+	eventType string
+	user      string
+	email     string
+	svixID    string
+	n         int
+	c         int
+	unique    bool
+	timeout   time.Duration
+	dryRun    bool
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("svixsend", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080/api/webhooks/clerk", "receiver `URL`")
+	fs.StringVar(&o.secret, "secret", "", "whsec_ signing `secret` (default: the first one in $"+envSigningSecret+")")
+	fs.StringVar(&o.eventType, "type", typeUserCreated, "event `type`: "+strings.Join(eventTypes, ", "))
+	fs.StringVar(&o.user, "user", "", "Clerk user `id` (default: a new random user_…)")
+	fs.StringVar(&o.email, "email", "", "primary email `address` (default: derived from the user id)")
+	fs.StringVar(&o.svixID, "svix-id", "", "svix-id of the message (default: a new random msg_…); with -n, every event reuses it (redeliveries)")
+	fs.IntVar(&o.n, "n", 1, "events to send; more than 1 is load mode and prints a summary")
+	fs.IntVar(&o.c, "c", 16, "concurrent senders in load mode")
+	fs.BoolVar(&o.unique, "unique", true, "load mode: each event is about a new user; false: all about one user (-user or a random one)")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-request timeout")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print the signed request (headers, blank line, body) instead of sending it")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: svixsend [flags]\n\nSigns Clerk-shaped events as Svix does and POSTs them. Flags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+
+	var errs []error
+	if o.secret == "" {
+		// Like the receiver: several secrets may be given during a rotation.
+		fields := strings.FieldsFunc(getenv(envSigningSecret), func(r rune) bool {
+			return r == ',' || r == ' ' || r == '\t' || r == '\n'
+		})
+		if len(fields) > 0 {
+			o.secret = fields[0]
+		}
+	}
+	if o.secret == "" {
+		errs = append(errs, fmt.Errorf("-secret or %s is required", envSigningSecret))
+	} else if !strings.HasPrefix(o.secret, "whsec_") {
+		errs = append(errs, errors.New("the signing secret must start with whsec_"))
+	}
+	if !slices.Contains(eventTypes, o.eventType) {
+		errs = append(errs, fmt.Errorf("-type must be one of %s, got %q", strings.Join(eventTypes, ", "), o.eventType))
+	}
+	if o.n < 1 {
+		errs = append(errs, fmt.Errorf("-n must be at least 1, got %d", o.n))
+	}
+	if o.c < 1 {
+		errs = append(errs, fmt.Errorf("-c must be at least 1, got %d", o.c))
+	}
+	if o.n > 1 && o.unique && (o.user != "" || o.email != "") {
+		errs = append(errs, errors.New("-user and -email name one user: use them with -unique=false in load mode"))
+	}
+	if o.timeout <= 0 {
+		errs = append(errs, errors.New("-timeout must be positive"))
+	}
+	return o, errors.Join(errs...)
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	conns := 1
+	if o.n > 1 {
+		conns = o.c
+	}
+	s, err := newSender(o.url, o.secret, conns, o.timeout)
+	if err != nil {
+		return err
+	}
+	g := &generator{
+		eventType:  o.eventType,
+		instanceID: newID("ins"),
+		unique:     o.n > 1 && o.unique,
+		user:       o.user,
+		email:      o.email,
+		svixID:     o.svixID,
+		now:        time.Now,
+	}
+	if !g.unique {
+		if g.user == "" {
+			g.user = newID("user")
+		}
+		if g.email == "" {
+			g.email = emailFor(g.user)
+		}
+	}
+
+	if o.n == 1 || o.dryRun {
+		return sendOne(ctx, s, g, o.dryRun, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "svixsend: sending %d %s events to %s from %d senders\n", o.n, o.eventType, o.url, o.c)
+	res, err := runLoad(ctx, s, g, o.n, o.c)
+	res.print(stdout)
+	if err != nil {
+		return err
+	}
+	if f := res.failed(); f > 0 {
+		return fmt.Errorf("%d of %d deliveries failed", f, len(res.latencies))
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted: %w", ctx.Err())
+	}
+	return nil
+}
+
+// sendOne sends (or, dry, prints) one event and prints the response status
+// and body; a non-2xx answer is an error, for scripts.
+func sendOne(ctx context.Context, s *sender, g *generator, dry bool, stdout, stderr io.Writer) error {
+	m, err := g.message(0)
+	if err != nil {
+		return err
+	}
+	if dry {
+		h, err := s.headers(m, s.now())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "POST %s\n", s.url)
+		if err := h.WriteSubset(stdout, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "\n%s\n", m.Body)
+		return nil
+	}
+	fmt.Fprintf(stderr, "svixsend: %s svix-id=%s user=%s (%d bytes)\n", m.Type, m.ID, m.UserID, len(m.Body))
+	a := s.send(ctx, m, true)
+	if a.Err != nil {
+		return a.Err
+	}
+	fmt.Fprintf(stdout, "%d %s\n%s", a.Status, http.StatusText(a.Status), a.Body)
+	if len(a.Body) > 0 && a.Body[len(a.Body)-1] != '\n' {
+		fmt.Fprintln(stdout)
+	}
+	if !a.OK() {
+		return fmt.Errorf("status %d (%s)", a.Status, a.Latency.Round(time.Microsecond))
+	}
+	return nil
+}
