@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
 
 	"github.com/creditgate/creditgate/pkg/ledger"
@@ -202,12 +203,79 @@ type claimed struct {
 	available      int64
 }
 
-// ApplyUserChange implements ledger.Store. A new user costs one transaction
-// of two statements and one commit.
+// newUserSQL is the common case, a first delivery for a user never seen, as
+// ONE statement: one round trip and one commit, atomic like any statement.
+// The user row is inserted holding its signup credit, the event is recorded
+// as processed, the credit appended and the metadata write queued, each step
+// only if the one before it happened. It returns no row when the user exists
+// (then the general path runs), and fails with division_by_zero, rolling all
+// of it back, if the user was new but the event or the credit was not, which
+// the schema makes impossible but the ledger must never half-apply.
+const newUserSQL = `
+WITH u AS (
+	INSERT INTO users (clerk_id, email, clerk_updated_at, available_credits)
+	VALUES (?2, ?6, ?7::timestamptz, ?8)
+	ON CONFLICT (clerk_id) DO NOTHING
+	RETURNING id
+), ev AS (
+	INSERT INTO webhook_events AS w
+		(svix_id, event_type, clerk_user_id, payload, raw_body, status, attempts, received_at, processed_at)
+	SELECT ?0, ?1, ?2, ?3::jsonb, ?4, 'processed', 1, ?5, now() FROM u
+	ON CONFLICT (svix_id) DO UPDATE
+		SET status = 'processed', attempts = w.attempts + 1, last_error = NULL, processed_at = now()
+		WHERE w.status = 'failed'
+	RETURNING svix_id
+), c AS (
+	INSERT INTO credit_transactions
+		(user_id, clerk_id, amount, type, reason, status, idempotency_key, webhook_event_id)
+	SELECT u.id, ?2, ?8, 'credit', 'signup_bonus', 'completed', ?9, ev.svix_id FROM u, ev
+	RETURNING user_id, clerk_id, amount, idempotency_key
+), o AS (
+	INSERT INTO clerk_metadata_outbox (user_id, clerk_id, idempotency_key, public_metadata)
+	SELECT c.user_id, c.clerk_id, 'metadata:' || c.idempotency_key,
+		jsonb_build_object('creditgate', jsonb_build_object('user_id', c.user_id, 'signup_credits', c.amount))
+	FROM c WHERE ?10
+)
+SELECT u.id, CASE WHEN (SELECT count(*) FROM c) = 1 THEN 1 ELSE 1 / 0 END FROM u`
+
+// applyNewUser tries newUserSQL; ok is false when the general path must run.
+func (s *Store) applyNewUser(ctx context.Context, uc ledger.UserChange, payload, raw any) (ok bool, err error) {
+	d, c := uc.Delivery, uc.Change
+	var id int64
+	var one int
+	err = s.db.QueryRowContext(ctx, newUserSQL,
+		d.SvixID, c.EventType, c.ClerkUserID, payload, raw, d.ReceivedAt, nullable(c.Email), nullableTime(c.UpdatedAt),
+		uc.SignupCredits, ledger.SignupKey(c.ClerkUserID), uc.Outbox,
+	).Scan(&id, &one)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil // the user exists
+	}
+	if pgErr, isPg := errors.AsType[*pgconn.PgError](err); isPg && (pgErr.Code == "22012" || isRetryable(err)) {
+		return false, nil // nothing was applied; the general path sorts it out
+	}
+	return false, fmt.Errorf("apply new user %s: %w", c.ClerkUserID, mapError(err))
+}
+
+// ApplyUserChange implements ledger.Store. A first delivery for a new user
+// costs one statement (newUserSQL); everything else runs in a transaction
+// that takes the event's and then the user's row lock.
 func (s *Store) ApplyUserChange(ctx context.Context, uc ledger.UserChange) (ledger.Result, error) {
 	d, c := uc.Delivery, uc.Change
 	payload, raw := payloadArgs(d.Body)
 	isDelete := c.Kind == ledger.ChangeUserDeleted
+	if !isDelete {
+		ok, err := s.applyNewUser(ctx, uc, payload, raw)
+		if err != nil {
+			return ledger.Result{}, err
+		}
+		if ok {
+			return ledger.Result{SvixID: d.SvixID, Status: ledger.OutcomeProcessed, EventType: c.EventType,
+				ClerkUserID: c.ClerkUserID, CreditsGranted: uc.SignupCredits}, nil
+		}
+	}
 	var updatedAt any
 	if !isDelete {
 		updatedAt = nullableTime(c.UpdatedAt)

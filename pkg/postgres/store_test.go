@@ -272,3 +272,26 @@ func TestMigrateTwiceIsNoop(t *testing.T) {
 		}
 	}
 }
+
+// TestNewUserPathNeverHalfApplies forces the one-statement path for a new user
+// to find its svix-id already handled (impossible through the service, made
+// here by hand): the statement must roll back whole, and the general path
+// must answer as a duplicate with no user and no credit.
+func TestNewUserPathNeverHalfApplies(t *testing.T) {
+	t.Parallel()
+	svc, db := newService(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `INSERT INTO webhook_events (svix_id, event_type, payload, status) VALUES ('msg_taken', 'session.created', '{}', 'ignored')`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := svc.Process(ctx, delivery("msg_taken", userCreated("user_half", "h@example.com")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != ledger.OutcomeDuplicate || res.CreditsGranted != 0 {
+		t.Errorf("result = %+v, want a duplicate granting nothing", res)
+	}
+	if n := count(t, db, "users") + count(t, db, "credit_transactions") + count(t, db, "clerk_metadata_outbox"); n != 0 {
+		t.Errorf("%d rows of users/credits/outbox, want none", n)
+	}
+}
