@@ -210,7 +210,9 @@ type claimed struct {
 // only if the one before it happened. It returns no row when the user exists
 // (then the general path runs), and fails with division_by_zero, rolling all
 // of it back, if the user was new but the event or the credit was not, which
-// the schema makes impossible but the ledger must never half-apply.
+// the schema makes impossible but the ledger must never half-apply. (The
+// divisor is the credit count, not a constant: PostgreSQL folds a constant
+// 1/0 at plan time, whatever CASE guards it.)
 const newUserSQL = `
 WITH u AS (
 	INSERT INTO users (clerk_id, email, clerk_updated_at, available_credits)
@@ -236,7 +238,7 @@ WITH u AS (
 		jsonb_build_object('creditgate', jsonb_build_object('user_id', c.user_id, 'signup_credits', c.amount))
 	FROM c WHERE ?10
 )
-SELECT u.id, CASE WHEN (SELECT count(*) FROM c) = 1 THEN 1 ELSE 1 / 0 END FROM u`
+SELECT u.id, 1 / (SELECT count(*)::int FROM c) FROM u`
 
 // applyNewUser tries newUserSQL; ok is false when the general path must run.
 func (s *Store) applyNewUser(ctx context.Context, uc ledger.UserChange, payload, raw any) (ok bool, err error) {

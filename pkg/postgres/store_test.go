@@ -295,3 +295,46 @@ func TestNewUserPathNeverHalfApplies(t *testing.T) {
 		t.Errorf("%d rows of users/credits/outbox, want none", n)
 	}
 }
+
+// queryCounter records the queries bun runs.
+type queryCounter struct {
+	mu      sync.Mutex
+	queries []string
+}
+
+func (q *queryCounter) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context {
+	return ctx
+}
+
+func (q *queryCounter) AfterQuery(_ context.Context, e *bun.QueryEvent) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	status := "ok"
+	if e.Err != nil {
+		status = e.Err.Error()
+	}
+	q.queries = append(q.queries, strings.Fields(e.Query)[0]+" "+strings.Fields(e.Query)[1]+" "+status)
+}
+
+// TestNewUserIsOneStatement pins the benchmark's premise: a first delivery
+// for a new user is one statement and one commit, not a transaction.
+func TestNewUserIsOneStatement(t *testing.T) {
+	t.Parallel()
+	svc, db := newService(t)
+	qc := &queryCounter{}
+	db.AddQueryHook(qc)
+	res, err := svc.Process(context.Background(), delivery("msg_one", userCreated("user_one", "one@example.com")))
+	if err != nil || res.CreditsGranted != 20 {
+		t.Fatalf("Process = %+v, %v", res, err)
+	}
+	if diff := cmp.Diff([]string{"WITH u ok"}, qc.queries); diff != "" {
+		t.Errorf("queries of a new user's first delivery (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(userState{Email: "one@example.com", Available: 20, Entries: 1}, state(t, db, "user_one")); diff != "" {
+		t.Errorf("user state (-want +got):\n%s", diff)
+	}
+	if n := count(t, db, "webhook_events WHERE status = 'processed'"); n != 1 {
+		t.Errorf("processed events = %d, want 1", n)
+	}
+	pgtest.CheckInvariants(t, db)
+}
