@@ -208,12 +208,13 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 
 	var draining atomic.Bool
 	h := webhook.New(webhook.Config{
-		Verifier:  verifier,
-		Processor: proc,
-		Ready:     readiness(db, &draining),
-		Metrics:   webhook.NewMetrics(reg),
-		Logger:    log,
-		Tracer:    otel.Tracer("github.com/creditgate/creditgate/pkg/webhook"),
+		Verifier:    verifier,
+		Processor:   proc,
+		Ready:       readiness(db, &draining),
+		Metrics:     webhook.NewMetrics(reg),
+		Logger:      log,
+		Tracer:      otel.Tracer("github.com/creditgate/creditgate/pkg/webhook"),
+		HTTPTracing: ot.Enabled,
 	})
 
 	app := &http.Server{

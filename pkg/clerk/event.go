@@ -74,15 +74,17 @@ func (u User) PrimaryEmail() string {
 // so that a rejection is stored with as much context as the body has.
 func Decode(body []byte) (ledger.Change, error) {
 	var c ledger.Change
-	if !json.Valid(body) {
-		return c, invalid("body is not valid JSON")
-	}
 	var env struct {
 		Type json.RawMessage `json:"type"`
 		Data json.RawMessage `json:"data"`
 	}
+	// One pass validates the whole body and splits it; the data object is
+	// decoded once more below, into only the fields we read.
 	if err := json.Unmarshal(body, &env); err != nil {
-		return c, invalid("body is not a JSON object")
+		if _, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+			return c, invalid("body is not a JSON object")
+		}
+		return c, invalid("body is not valid JSON")
 	}
 	if len(env.Type) == 0 || string(env.Type) == "null" {
 		return c, invalid("missing field \"type\"")
@@ -115,16 +117,21 @@ func Decode(body []byte) (ledger.Change, error) {
 		return c, nil
 	}
 
-	var raw struct {
-		ID json.RawMessage `json:"id"`
+	// The fields we read, with the id raw so that a missing or mistyped id
+	// gets its own message.
+	var u struct {
+		ID                    json.RawMessage `json:"id"`
+		PrimaryEmailAddressID *string         `json:"primary_email_address_id"`
+		EmailAddresses        []EmailAddress  `json:"email_addresses"`
+		UpdatedAt             int64           `json:"updated_at"`
 	}
-	if err := json.Unmarshal(env.Data, &raw); err != nil {
-		return c, invalid("field \"data\": %v", err)
+	if err := json.Unmarshal(env.Data, &u); err != nil {
+		return c, invalid("field %s", describe(err))
 	}
-	if len(raw.ID) == 0 || string(raw.ID) == "null" {
+	if len(u.ID) == 0 || string(u.ID) == "null" {
 		return c, invalid("missing field \"data.id\"")
 	}
-	if err := json.Unmarshal(raw.ID, &c.ClerkUserID); err != nil {
+	if err := json.Unmarshal(u.ID, &c.ClerkUserID); err != nil {
 		return c, invalid("field \"data.id\" must be a string")
 	}
 	if err := checkID("data.id", c.ClerkUserID); err != nil {
@@ -132,17 +139,13 @@ func Decode(body []byte) (ledger.Change, error) {
 		return c, err
 	}
 
-	var u User
-	if err := json.Unmarshal(env.Data, &u); err != nil {
-		return c, invalid("field %s", describe(err))
-	}
 	switch c.EventType {
 	case EventUserCreated, EventUserUpdated:
 		c.Kind = ledger.ChangeUserCreated
 		if c.EventType == EventUserUpdated {
 			c.Kind = ledger.ChangeUserUpdated
 		}
-		c.Email = u.PrimaryEmail()
+		c.Email = User{PrimaryEmailAddressID: u.PrimaryEmailAddressID, EmailAddresses: u.EmailAddresses}.PrimaryEmail()
 		if !utf8.ValidString(c.Email) || strings.ContainsRune(c.Email, 0) {
 			return c, invalid("primary email address is not valid text")
 		}

@@ -22,7 +22,13 @@ const maxErrorLen = 2000
 // PostgreSQL's jsonb cannot hold it (not JSON, invalid UTF-8, a \u0000 or a
 // lone surrogate escape), as raw bytes, so that no body is lost or refused.
 func payloadArgs(body []byte) (payload, raw any) {
-	if utf8.Valid(body) && json.Valid(body) && jsonbEscapesOK(body) {
+	return payloadArgsOf(body, json.Valid(body))
+}
+
+// payloadArgsOf is payloadArgs for a body already known to be valid JSON or
+// not (a decoded event is), sparing the hot path a second validation.
+func payloadArgsOf(body []byte, validJSON bool) (payload, raw any) {
+	if validJSON && utf8.Valid(body) && jsonbEscapesOK(body) {
 		return string(body), nil
 	}
 	return nil, body
@@ -266,7 +272,7 @@ func (s *Store) applyNewUser(ctx context.Context, uc ledger.UserChange, payload,
 // that takes the event's and then the user's row lock.
 func (s *Store) ApplyUserChange(ctx context.Context, uc ledger.UserChange) (ledger.Result, error) {
 	d, c := uc.Delivery, uc.Change
-	payload, raw := payloadArgs(d.Body)
+	payload, raw := payloadArgsOf(d.Body, true) // only decoded events get here
 	isDelete := c.Kind == ledger.ChangeUserDeleted
 	if !isDelete {
 		ok, err := s.applyNewUser(ctx, uc, payload, raw)

@@ -44,6 +44,7 @@ type Handler struct {
 	// from the request: once a verified body is read, a sender hanging up must
 	// not abort a transaction half way to its outcome.
 	timeout time.Duration
+	tracing bool
 }
 
 // Config holds a Handler's dependencies.
@@ -57,6 +58,9 @@ type Config struct {
 	Tracer  trace.Tracer
 	// ProcessTimeout bounds one delivery's database work; 0 means 10s.
 	ProcessTimeout time.Duration
+	// HTTPTracing wraps the router in otelhttp's server spans. Off when no
+	// exporter is configured: the wrapper costs CPU even with a no-op tracer.
+	HTTPTracing bool
 }
 
 // New returns a Handler.
@@ -66,7 +70,7 @@ func New(c Config) *Handler {
 	}
 	return &Handler{
 		verifier: c.Verifier, proc: c.Processor, ready: c.Ready, metrics: c.Metrics,
-		log: c.Logger, tracer: c.Tracer, timeout: c.ProcessTimeout,
+		log: c.Logger, tracer: c.Tracer, timeout: c.ProcessTimeout, tracing: c.HTTPTracing,
 	}
 }
 
