@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	svix "github.com/svix/svix-webhooks/go"
 
 	"github.com/creditgate/creditgate/pkg/clerk"
 	"github.com/creditgate/creditgate/pkg/clerk/clerkfake"
@@ -75,22 +72,9 @@ func TestKilledBetweenCommitAndMetadataWrite(t *testing.T) {
 	defer cmd.Process.Kill()
 	waitReady(t, "http://"+httpAddr)
 
-	body := []byte(`{"type":"user.created","data":{"id":"user_kill","email_addresses":[]}}`)
-	wh, _ := svix.NewWebhook(testSecret)
-	now := time.Now()
-	sig, _ := wh.Sign("msg_kill", now, body)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+httpAddr+"/api/webhooks/clerk", bytes.NewReader(body))
-	req.Header.Set("svix-id", "msg_kill")
-	req.Header.Set("svix-timestamp", fmt.Sprint(now.Unix()))
-	req.Header.Set("svix-signature", sig)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"credits_granted":20`) {
-		t.Fatalf("POST = %d %s", resp.StatusCode, b)
+	status, b := postSigned(t, "http://"+httpAddr, "msg_kill", `{"type":"user.created","data":{"id":"user_kill","email_addresses":[]}}`)
+	if status != http.StatusOK || !strings.Contains(b, `"credits_granted":20`) {
+		t.Fatalf("POST = %d %s", status, b)
 	}
 	select {
 	case <-inFlight:

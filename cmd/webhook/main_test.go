@@ -67,22 +67,9 @@ func TestServeHandlesEventAndShutsDownGracefully(t *testing.T) {
 	base := "http://" + httpAddr
 	waitReady(t, base)
 
-	body := []byte(`{"type":"user.created","data":{"id":"user_main","email_addresses":[]}}`)
-	wh, _ := svix.NewWebhook(testSecret)
-	now := time.Now()
-	sig, _ := wh.Sign("msg_main", now, body)
-	req, _ := http.NewRequest(http.MethodPost, base+"/api/webhooks/clerk", bytes.NewReader(body))
-	req.Header.Set("svix-id", "msg_main")
-	req.Header.Set("svix-timestamp", fmt.Sprint(now.Unix()))
-	req.Header.Set("svix-signature", sig)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"credits_granted":7`) {
-		t.Fatalf("POST = %d %s, want 200 granting 7", resp.StatusCode, b)
+	status, b := postSigned(t, base, "msg_main", `{"type":"user.created","data":{"id":"user_main","email_addresses":[]}}`)
+	if status != http.StatusOK || !strings.Contains(b, `"credits_granted":7`) {
+		t.Fatalf("POST = %d %s, want 200 granting 7", status, b)
 	}
 	var available int64
 	if err := db.NewRaw("SELECT available_credits FROM users WHERE clerk_id = 'user_main'").Scan(context.Background(), &available); err != nil || available != 7 {
@@ -135,3 +122,23 @@ func TestServeHandlesEventAndShutsDownGracefully(t *testing.T) {
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// postSigned POSTs body to the webhook at base, signed like Svix with
+// testSecret, and returns the status and body of the answer.
+func postSigned(t *testing.T, base, svixID, body string) (int, string) {
+	t.Helper()
+	wh, _ := svix.NewWebhook(testSecret)
+	now := time.Now()
+	sig, _ := wh.Sign(svixID, now, []byte(body))
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/webhooks/clerk", strings.NewReader(body))
+	req.Header.Set("svix-id", svixID)
+	req.Header.Set("svix-timestamp", fmt.Sprint(now.Unix()))
+	req.Header.Set("svix-signature", sig)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
