@@ -219,7 +219,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 
 	app := &http.Server{
 		Addr:              cfg.HTTPAddr,
-		Handler:           h.Routes(),
+		Handler:           closeWhileDraining(&draining, h.Routes()),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -257,11 +257,13 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	}
 	// Fail readiness first so that endpoints drop this pod, then stop
 	// accepting and let in-flight deliveries finish.
+	// From now on every answer carries Connection: close (closeWhileDraining),
+	// so a sender holding a keep-alive connection to this pod reconnects, to a
+	// pod that stays, after its next answer. Idle connections are deliberately
+	// left open until Shutdown: closing one a sender is about to reuse loses
+	// that POST to a transport error (net/http's SetKeepAlivesEnabled(false)
+	// does exactly that, which is why it is not used here).
 	draining.Store(true)
-	// Answer with Connection: close from now on, so that senders holding a
-	// keep-alive connection to this pod reconnect (to a pod that stays)
-	// instead of racing the listener's close.
-	app.SetKeepAlivesEnabled(false)
 	if runErr == nil && cfg.ShutdownDelay > 0 {
 		time.Sleep(cfg.ShutdownDelay)
 	}
@@ -320,6 +322,18 @@ func serveOn(s *http.Server, ln net.Listener) error {
 		return err
 	}
 	return nil
+}
+
+// closeWhileDraining answers with Connection: close once draining is set, so
+// that net/http closes each connection right after its answer instead of
+// keeping it for the next request.
+func closeWhileDraining(draining *atomic.Bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // readiness is ready when not draining and the database answers with every

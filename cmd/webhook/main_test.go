@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -141,4 +142,97 @@ func postSigned(t *testing.T, base, svixID, body string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestDrainKeepsIdleConnectionsUntilTheirNextAnswer pins the graceful drain a
+// rolling update relies on: after SIGTERM, within SHUTDOWN_DELAY, readiness
+// fails, but a keep-alive connection a sender already holds is not closed
+// under it (a POST written into a connection the server is closing is lost
+// to a transport error); its next delivery is served and answered with
+// Connection: close, and only then is the connection closed.
+func TestDrainKeepsIdleConnectionsUntilTheirNextAnswer(t *testing.T) {
+	t.Parallel()
+	db, url := pgtest.New(t)
+	httpAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, nil, envMap(map[string]string{
+			"DATABASE_URL": url, "CLERK_WEBHOOK_SIGNING_SECRET": testSecret,
+			"HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr, "LOG_LEVEL": "error", "SHUTDOWN_DELAY": "3s",
+		}), io.Discard, io.Discard)
+	}()
+	base := "http://" + httpAddr
+	waitReady(t, base)
+
+	conn, err := net.Dial("tcp", httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	roundTrip := func(req *http.Request) *http.Response {
+		t.Helper()
+		if err := req.Write(conn); err != nil {
+			t.Fatalf("write %s: %v", req.URL.Path, err)
+		}
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			t.Fatalf("read answer to %s: %v", req.URL.Path, err)
+		}
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	healthz, _ := http.NewRequest(http.MethodGet, base+"/healthz", nil)
+	if resp := roundTrip(healthz); resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("before SIGTERM: %d close=%v, want 200 keep-alive", resp.StatusCode, resp.Close)
+	}
+
+	cancel() // SIGTERM
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %v, %v after SIGTERM", resp, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	body := `{"type":"user.created","data":{"id":"user_drain","email_addresses":[]}}`
+	wh, _ := svix.NewWebhook(testSecret)
+	now := time.Now()
+	sig, _ := wh.Sign("msg_drain", now, []byte(body))
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/webhooks/clerk", strings.NewReader(body))
+	req.Header.Set("svix-id", "msg_drain")
+	req.Header.Set("svix-timestamp", fmt.Sprint(now.Unix()))
+	req.Header.Set("svix-signature", sig)
+	if resp := roundTrip(req); resp.StatusCode != http.StatusOK || !resp.Close {
+		t.Fatalf("delivery on the held connection while draining: %d close=%v, want 200 with Connection: close", resp.StatusCode, resp.Close)
+	}
+	var available int64
+	if err := db.NewRaw("SELECT available_credits FROM users WHERE clerk_id = 'user_drain'").Scan(context.Background(), &available); err != nil || available != 20 {
+		t.Errorf("available_credits = %d, %v; want 20", available, err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("after the Connection: close answer: read %d bytes, %v; want EOF", n, err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run after shutdown = %v, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit within 15s of shutdown")
+	}
 }
