@@ -46,6 +46,12 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	GinkgoWriter.Printf("database for pods: %s\nfake Clerk for pods: %s\n", env.podDBURL, env.fakeURL)
 
 	By("installing the chart (the migrations hook Job runs first)")
+	// An earlier run's cleanup deletes the namespace without waiting; a new
+	// install into a namespace still terminating would be refused.
+	if phase, err := runE(env.kubectl, "get", "namespace", env.namespace, "-o", "jsonpath={.status.phase}"); err == nil && strings.TrimSpace(phase) == "Terminating" {
+		GinkgoWriter.Printf("namespace %s is still terminating from an earlier run: waiting\n", env.namespace)
+		run(env.kubectl, "wait", "--for=delete", "namespace/"+env.namespace, "--timeout=5m")
+	}
 	out := installChart()
 	GinkgoWriter.Println(out)
 	GinkgoWriter.Println(run(env.kubectl, "get", "nodes", "-o", "wide"))

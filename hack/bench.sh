@@ -317,21 +317,102 @@ cap_uid=$(psql_ -d creditgate -At -c "SELECT id FROM users WHERE clerk_id = '$ca
 # Split the log into statements (a statement's continuation lines do not start
 # with a timestamp); keep those of the service's connections, and mark those
 # that failed (an ERROR line follows them): a failed statement is a round trip
-# too, but pgbench cannot replay it.
+# too, but pgbench cannot replay it. A statement sent with the extended
+# protocol (pgx's prepared statements) is logged as "execute NAME: SQL" with
+# its bound values in a "DETAIL:  parameters: $1 = '...', $2 = NULL" line;
+# the values are written back into the SQL as literals (PostgreSQL logs every
+# value quoted, which its type inference reads as the parameter's type), so
+# that the pgbench scripts below replay the same statement, and -M prepared
+# turns them into bound parameters again.
 tail -c +"$((offset + 1))" "$pglog" | awk -v dir="$work" '
+	# subst: sql with each $n replaced by its logged value.
+	function subst(sql, params,   out, i, j, num) {
+		out = ""
+		while (match(sql, /\$[0-9]+/)) {
+			num = substr(sql, RSTART + 1, RLENGTH - 1) + 0
+			if (!(num in params)) {
+				printf "bench.sh: no logged value for $%d\n", num > "/dev/stderr"
+				bad = 1
+				exit 1
+			}
+			out = out substr(sql, 1, RSTART - 1) params[num]
+			sql = substr(sql, RSTART + RLENGTH)
+		}
+		return out sql
+	}
+	# parse_params: "$1 = 'a''b', $2 = NULL" into params[1..].
+	function parse_params(text, params,   num, j, v) {
+		delete params
+		while (match(text, /^\$[0-9]+ = /)) {
+			num = substr(text, 2, RLENGTH - 4) + 0
+			text = substr(text, RLENGTH + 1)
+			if (substr(text, 1, 4) == "NULL") {
+				params[num] = "NULL"
+				text = substr(text, 5)
+			} else if (substr(text, 1, 1) == "\047") {
+				v = "\047"
+				text = substr(text, 2)
+				for (;;) {
+					j = index(text, "\047")
+					if (j == 0) {
+						print "bench.sh: an unterminated logged parameter" > "/dev/stderr"
+						bad = 1
+						exit 1
+					}
+					v = v substr(text, 1, j)
+					text = substr(text, j + 1)
+					if (substr(text, 1, 1) != "\047")
+						break
+					v = v "\047"
+					text = substr(text, 2)
+				}
+				params[num] = v
+			} else {
+				print "bench.sh: cannot read logged parameters: " substr(text, 1, 60) > "/dev/stderr"
+				bad = 1
+				exit 1
+			}
+			sub(/^, /, "", text)
+		}
+	}
+	function flush() {
+		if (!n || done[n])
+			return
+		done[n] = 1
+		if (params_text != "") {
+			parse_params(params_text, params)
+			sql[n] = subst(sql[n], params)
+		}
+		printf "%s\n", sql[n] > (dir "/stmt." n)
+		close(dir "/stmt." n)
+	}
 	/^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] / {
 		keep = 0
-		if (index($0, " creditgate LOG:  statement: ")) {
+		if (index($0, " creditgate LOG:  statement: ") || $0 ~ / creditgate LOG:  execute [^:]*: /) {
+			flush()
+			if (index($0, " creditgate LOG:  execute "))
+				print "extended" > (dir "/protocol")
 			keep = 1; n++
-			sub(/.* creditgate LOG:  statement: /, "")
-			printf "%s\n", $0 > (dir "/stmt." n)
+			params_text = ""
+			sub(/.* creditgate LOG:  (statement|execute [^:]*): /, "")
+			sql[n] = $0
+		} else if (n && index($0, " creditgate DETAIL:  parameters: ")) {
+			keep = 2
+			sub(/.* creditgate DETAIL:  parameters: /, "")
+			params_text = $0
 		} else if (n && index($0, " creditgate ERROR:  ")) {
 			sub(/.* creditgate ERROR:  /, "")
 			print > (dir "/stmt." n ".failed")
 		}
 		next
 	}
-	keep { printf "%s\n", $0 > (dir "/stmt." n) }'
+	keep == 1 { sql[n] = sql[n] "\n" $0 }
+	keep == 2 { params_text = params_text "\n" $0 }
+	END {
+		if (bad)
+			exit 1
+		flush()
+	}'
 tx=()
 for ((k = 1; ; k++)); do
 	[[ -f $work/stmt.$k ]] || break
@@ -612,10 +693,12 @@ pgbench_run() {
 		"–" "${5:-$rt}"
 	if [[ $label == pgbench ]]; then
 		PGBENCH_TPS[$c]=$tps
+	elif [[ $label == "pgbench, prepared" ]]; then
+		PGBENCH_PREP_TPS[$c]=$tps
 	fi
 }
 
-declare -A SERVICE_TPS SERVICE_P99 SERVICE_CPU SERVICE_RSS PGBENCH_TPS
+declare -A SERVICE_TPS SERVICE_P99 SERVICE_CPU SERVICE_RSS PGBENCH_TPS PGBENCH_PREP_TPS
 
 log "pgbench warm-up (3s) and check of the generated script"
 "$PG_BIN/pgbench" -n -M simple -h 127.0.0.1 -p "$pgport" -U postgres -c 16 -j 2 -T 3 -D n=0 -D run=warmup \
@@ -641,7 +724,7 @@ for c in $CLIENTS; do
 		pgbench_run "$c" "$script1" pgbench-1rt "pgbench, 1 round trip" "1 ($replay_trips in one message)"
 	fi
 	if [[ $PREPARED == 1 ]]; then
-		pgbench_run "$c" "$script_prep" pgbench-prepared "pgbench, prepared" "4 (prepared)"
+		pgbench_run "$c" "$script_prep" pgbench-prepared "pgbench, prepared" "$replay_trips (prepared)"
 	fi
 done
 
@@ -679,7 +762,7 @@ verdict() { awk -v a="$1" -v b="$2" "BEGIN { exit !(a $3 b) }" && echo met || ec
 	echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(($(awk '/MemTotal/ { print $2 }' /proc/meminfo) / 1024)) MB RAM"
 	echo "- $("$PG_BIN/postgres" --version); $(go version | cut -d' ' -f3-); webhook built from $built"
 	echo "- load average at start: $START_LOAD; service DB_MAX_CONNS=${DB_MAX_CONNS:-default (10)}${WEBHOOK_ENV:+, $WEBHOOK_ENV}; $EVENTS events per service run, ${PGBENCH_SECONDS}s per pgbench run"
-	echo "- round trips of one delivery after an idle second (log_statement=all): $round_trips_cold$( ((failed_stmts)) && echo ", $failed_stmts of them failing statements (not replayed by pgbench)"); statements replayed: $statements_in_tx$( ((used_tx)) && echo ', in a transaction (BEGIN and COMMIT are round trips too)')"
+	echo "- round trips of one delivery after an idle second (log_statement=all): $round_trips_cold$( ((failed_stmts)) && echo ", $failed_stmts of them failing statements (not replayed by pgbench)"); statements replayed: $statements_in_tx$( ((used_tx)) && echo ', in a transaction (BEGIN and COMMIT are round trips too)')$([[ -f $work/protocol ]] && echo '; the service sent them with the extended protocol (prepared, bound parameters), so "pgbench, prepared" is the like-for-like run')"
 	echo
 	cat "$results"
 	echo
@@ -690,6 +773,10 @@ verdict() { awk -v a="$1" -v b="$2" "BEGIN { exit !(a $3 b) }" && echo met || ec
 	echo "| target | measured | verdict |"
 	echo "|---|---|---|"
 	echo "| throughput ≥ 0.5 × pgbench TPS at $first clients | ${SERVICE_TPS[$first]} / ${PGBENCH_TPS[$first]} = $ratio | $(verdict "$ratio" 0.5 '>=') |"
+	if [[ -n ${PGBENCH_PREP_TPS[$first]:-} ]]; then
+		ratio=$(calc "${SERVICE_TPS[$first]} / ${PGBENCH_PREP_TPS[$first]}" 2)
+		echo "| (stricter) throughput ≥ 0.5 × pgbench -M prepared TPS at $first clients | ${SERVICE_TPS[$first]} / ${PGBENCH_PREP_TPS[$first]} = $ratio | $(verdict "$ratio" 0.5 '>=') |"
+	fi
 	for c in $CLIENTS; do
 		echo "| p99 < 50 ms ($c senders) | ${SERVICE_P99[$c]} ms | $(verdict "${SERVICE_P99[$c]}" 50 '<') |"
 	done
