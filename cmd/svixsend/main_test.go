@@ -263,3 +263,29 @@ func BenchmarkMessage(b *testing.B) {
 		}
 	}
 }
+
+func TestKSUID(t *testing.T) {
+	var zero, max [20]byte
+	for i := range max {
+		max[i] = 0xff
+	}
+	// The bounds of segmentio/ksuid's encoding.
+	if got := base62Of(zero); got != "000000000000000000000000000" {
+		t.Errorf("base62Of(zero) = %q", got)
+	}
+	if got := base62Of(max); got != "aWgEPTl1tmebfsQzFP4bxwgy80V" {
+		t.Errorf("base62Of(max) = %q, want aWgEPTl1tmebfsQzFP4bxwgy80V", got)
+	}
+	// Time-ordered: an id from a later second sorts after one from an
+	// earlier second, whatever their random parts.
+	now := time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC)
+	for range 100 {
+		if a, b := ksuid(now), ksuid(now.Add(time.Second)); a >= b {
+			t.Fatalf("ksuid(now) = %s >= ksuid(now+1s) = %s", a, b)
+		}
+	}
+	if id := newID("user"); !strings.HasPrefix(id, "user_") || len(id) != len("user_")+27 ||
+		strings.Trim(id[5:], base62) != "" {
+		t.Errorf("newID = %q, want user_ and 27 base62 digits", id)
+	}
+}
