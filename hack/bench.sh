@@ -626,7 +626,7 @@ service_run() {
 	local logoff errs
 	logoff=$(stat -c %s "$pglog")
 	w0=$(proc_ticks "$wh_pid") p0=$(pg_ticks) m0=$(machine_ticks) t0=$EPOCHREALTIME
-	run_bg "$work/svixsend-c$c.time" "$work/svixsend" -url "$url" -n "$EVENTS" -c "$c" >"$out" 2>"$work/svixsend-c$c.log" ||
+	run_bg "$work/svixsend-c$c.time" "$work/svixsend" -url "$url" -n "$EVENTS" -c "$c" -pregenerate >"$out" 2>"$work/svixsend-c$c.log" ||
 		die "svixsend failed: $(cat "$out" "$work/svixsend-c$c.log")"
 	t1=$EPOCHREALTIME w1=$(proc_ticks "$wh_pid") p1=$(pg_ticks) m1=$(machine_ticks)
 	echo "service-c$c webhook=$((w1 - w0)) postgres=$((p1 - p0)) machine=$((m1 - m0)) sender_s=$(cat "$work/svixsend-c$c.time") t=$(calc "$t1 - $t0" 3) stat=$(head -n 1 /proc/stat)" >>"$work/accounting.txt"
@@ -741,7 +741,7 @@ if [[ $PROFILE == 1 ]]; then
 	perf record -F 999 -g -p "$wh_pid" -o "$work/perf.data" 2>"$work/perf-record.log" &
 	perf_pid=$!
 	sleep 1
-	run_bg "$work/svixsend-profiled.time" "$work/svixsend" -url "$url" -n "$EVENTS" -c 16 >"$work/service-profiled.txt" 2>&1 ||
+	run_bg "$work/svixsend-profiled.time" "$work/svixsend" -url "$url" -n "$EVENTS" -c 16 -pregenerate >"$work/service-profiled.txt" 2>&1 ||
 		die "profiled run failed"
 	kill -INT "$perf_pid"
 	wait "$perf_pid" || true

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -153,25 +154,30 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 func TestRunLoad(t *testing.T) {
 	t.Parallel()
-	r, srv := newReceiver(t)
-	var out, errOut bytes.Buffer
-	err := run(context.Background(), []string{"-url", srv.URL, "-n", "50", "-c", "8"},
-		func(k string) string {
-			if k == envSigningSecret {
-				return testSecret + " whsec_b3RoZXI="
+	for _, pregenerate := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pregenerate=%t", pregenerate), func(t *testing.T) {
+			t.Parallel()
+			r, srv := newReceiver(t)
+			var out, errOut bytes.Buffer
+			err := run(context.Background(), []string{"-url", srv.URL, "-n", "50", "-c", "8", fmt.Sprintf("-pregenerate=%t", pregenerate)},
+				func(k string) string {
+					if k == envSigningSecret {
+						return testSecret + " whsec_b3RoZXI="
+					}
+					return ""
+				}, &out, &errOut)
+			if err != nil {
+				t.Fatalf("run: %v\n%s%s", err, out.String(), errOut.String())
 			}
-			return ""
-		}, &out, &errOut)
-	if err != nil {
-		t.Fatalf("run: %v\n%s%s", err, out.String(), errOut.String())
-	}
-	for _, want := range []string{"events: 50\n", "concurrency: 8\n", "status_200: 50\n", "failed: 0\n", "latency_p99_ms: "} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("summary lacks %q:\n%s", want, out.String())
-		}
-	}
-	if len(r.ids) != 50 || len(r.users) != 50 {
-		t.Errorf("saw %d svix ids and %d users, want 50 of each", len(r.ids), len(r.users))
+			for _, want := range []string{"events: 50\n", "concurrency: 8\n", "status_200: 50\n", "failed: 0\n", "latency_p99_ms: "} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("summary lacks %q:\n%s", want, out.String())
+				}
+			}
+			if len(r.ids) != 50 || len(r.users) != 50 {
+				t.Errorf("saw %d svix ids and %d users, want 50 of each", len(r.ids), len(r.users))
+			}
+		})
 	}
 }
 
