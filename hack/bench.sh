@@ -14,6 +14,7 @@
 #   BENCH_LOAD_WAIT=900        ...(each wait) for at most this many seconds, then measure anyway
 #   BENCH_DB_MAX_CONNS=        the service's DB_MAX_CONNS (empty: the service default)
 #   BENCH_WEBHOOK_ENV=         more NAME=value settings for the service, e.g. "GOGC=400"
+#   BENCH_SENDER_CLIENT=lean   svixsend's -client for the measured runs: lean, or net/http
 #   BENCH_ONE_TRIP=1           also run pgbench with the same transaction sent in one round trip
 #   BENCH_PREPARED=1           also run pgbench with the same statements prepared (-M prepared)
 #   BENCH_PROFILE=0            1: afterwards, profile one more service run with perf
@@ -31,6 +32,7 @@ LOAD_WAIT=${BENCH_LOAD_WAIT:-900}
 MAX_BUSY=${BENCH_MAX_BUSY:-0.3}
 DB_MAX_CONNS=${BENCH_DB_MAX_CONNS:-}
 WEBHOOK_ENV=${BENCH_WEBHOOK_ENV:-}
+SENDER_CLIENT=${BENCH_SENDER_CLIENT:-lean}
 PROFILE=${BENCH_PROFILE:-0}
 ONE_TRIP=${BENCH_ONE_TRIP:-1}
 PREPARED=${BENCH_PREPARED:-1}
@@ -626,7 +628,7 @@ service_run() {
 	local logoff errs
 	logoff=$(stat -c %s "$pglog")
 	w0=$(proc_ticks "$wh_pid") p0=$(pg_ticks) m0=$(machine_ticks) t0=$EPOCHREALTIME
-	run_bg "$work/svixsend-c$c.time" "$work/svixsend" -url "$url" -n "$EVENTS" -c "$c" -pregenerate >"$out" 2>"$work/svixsend-c$c.log" ||
+	run_bg "$work/svixsend-c$c.time" "$work/svixsend" -url "$url" -n "$EVENTS" -c "$c" -pregenerate -client "$SENDER_CLIENT" >"$out" 2>"$work/svixsend-c$c.log" ||
 		die "svixsend failed: $(cat "$out" "$work/svixsend-c$c.log")"
 	t1=$EPOCHREALTIME w1=$(proc_ticks "$wh_pid") p1=$(pg_ticks) m1=$(machine_ticks)
 	echo "service-c$c webhook=$((w1 - w0)) postgres=$((p1 - p0)) machine=$((m1 - m0)) sender_s=$(cat "$work/svixsend-c$c.time") t=$(calc "$t1 - $t0" 3) stat=$(head -n 1 /proc/stat)" >>"$work/accounting.txt"
@@ -741,7 +743,7 @@ if [[ $PROFILE == 1 ]]; then
 	perf record -F 999 -g -p "$wh_pid" -o "$work/perf.data" 2>"$work/perf-record.log" &
 	perf_pid=$!
 	sleep 1
-	run_bg "$work/svixsend-profiled.time" "$work/svixsend" -url "$url" -n "$EVENTS" -c 16 -pregenerate >"$work/service-profiled.txt" 2>&1 ||
+	run_bg "$work/svixsend-profiled.time" "$work/svixsend" -url "$url" -n "$EVENTS" -c 16 -pregenerate -client "$SENDER_CLIENT" >"$work/service-profiled.txt" 2>&1 ||
 		die "profiled run failed"
 	kill -INT "$perf_pid"
 	wait "$perf_pid" || true
@@ -761,7 +763,7 @@ verdict() { awk -v a="$1" -v b="$2" "BEGIN { exit !(a $3 b) }" && echo met || ec
 	echo
 	echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(($(awk '/MemTotal/ { print $2 }' /proc/meminfo) / 1024)) MB RAM"
 	echo "- $("$PG_BIN/postgres" --version); $(go version | cut -d' ' -f3-); webhook built from $built"
-	echo "- load average at start: $START_LOAD; service DB_MAX_CONNS=${DB_MAX_CONNS:-default (10)}${WEBHOOK_ENV:+, $WEBHOOK_ENV}; $EVENTS events per service run, ${PGBENCH_SECONDS}s per pgbench run"
+	echo "- load average at start: $START_LOAD; service DB_MAX_CONNS=${DB_MAX_CONNS:-default (10)}${WEBHOOK_ENV:+, $WEBHOOK_ENV}; $EVENTS events per service run (svixsend -pregenerate -client $SENDER_CLIENT), ${PGBENCH_SECONDS}s per pgbench run"
 	echo "- round trips of one delivery after an idle second (log_statement=all): $round_trips_cold$( ((failed_stmts)) && echo ", $failed_stmts of them failing statements (not replayed by pgbench)"); statements replayed: $statements_in_tx$( ((used_tx)) && echo ', in a transaction (BEGIN and COMMIT are round trips too)')$([[ -f $work/protocol ]] && echo '; the service sent them with the extended protocol (prepared, bound parameters), so "pgbench, prepared" is the like-for-like run')"
 	echo
 	cat "$results"

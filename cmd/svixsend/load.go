@@ -147,6 +147,16 @@ func runLoad(ctx context.Context, s *sender, g *generator, n, c int, pregenerate
 	start := time.Now()
 	for range c {
 		wg.Go(func() {
+			send := s.send
+			if s.lean {
+				lc, err := newLeanConn(s, s.url, s.client.Timeout)
+				if err != nil {
+					genErr.CompareAndSwap(nil, &err)
+					return
+				}
+				defer lc.close()
+				send = lc.send
+			}
 			st := newStats(n/c + 1)
 			defer func() {
 				mu.Lock()
@@ -168,7 +178,7 @@ func runLoad(ctx context.Context, s *sender, g *generator, n, c int, pregenerate
 						return
 					}
 				}
-				a := s.send(ctx, m, true)
+				a := send(ctx, m, true)
 				if ctx.Err() != nil {
 					// Interrupted: the attempt did not really fail.
 					return

@@ -48,6 +48,7 @@ type options struct {
 	timeout     time.Duration
 	dryRun      bool
 	pregenerate bool
+	client      string
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -64,6 +65,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.IntVar(&o.c, "c", 16, "concurrent senders in load mode")
 	fs.BoolVar(&o.unique, "unique", true, "load mode: each event is about a new user; false: all about one user (-user or a random one)")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-request timeout")
+	fs.StringVar(&o.client, "client", "net/http", "load mode's HTTP client: net/http, or lean (one connection per sender driven in its own goroutine, plain http:// only; costs the sender much less CPU, for benchmarks on a shared machine)")
 	fs.BoolVar(&o.pregenerate, "pregenerate", false, "load mode: build every event body before the clock starts (benchmarks: the sender then costs less CPU during the run); needs about 2 KB of memory per event")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print the signed request (headers, blank line, body) instead of sending it")
 	fs.Usage = func() {
@@ -104,6 +106,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	if o.n > 1 && o.unique && (o.user != "" || o.email != "") {
 		errs = append(errs, errors.New("-user and -email name one user: use them with -unique=false in load mode"))
 	}
+	if o.client != "net/http" && o.client != "lean" {
+		errs = append(errs, fmt.Errorf("-client must be net/http or lean, got %q", o.client))
+	} else if o.client == "lean" && !strings.HasPrefix(o.url, "http://") {
+		errs = append(errs, errors.New("-client=lean speaks plain http:// only"))
+	}
 	if o.timeout <= 0 {
 		errs = append(errs, errors.New("-timeout must be positive"))
 	}
@@ -126,6 +133,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	s.lean = o.client == "lean"
 	g := &generator{
 		eventType:  o.eventType,
 		instanceID: newID("ins"),

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -154,12 +155,16 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 func TestRunLoad(t *testing.T) {
 	t.Parallel()
-	for _, pregenerate := range []bool{false, true} {
-		t.Run(fmt.Sprintf("pregenerate=%t", pregenerate), func(t *testing.T) {
+	for _, tc := range []struct {
+		client      string
+		pregenerate bool
+	}{{"net/http", false}, {"net/http", true}, {"lean", false}, {"lean", true}} {
+		t.Run(fmt.Sprintf("client=%s,pregenerate=%t", tc.client, tc.pregenerate), func(t *testing.T) {
 			t.Parallel()
 			r, srv := newReceiver(t)
 			var out, errOut bytes.Buffer
-			err := run(context.Background(), []string{"-url", srv.URL, "-n", "50", "-c", "8", fmt.Sprintf("-pregenerate=%t", pregenerate)},
+			err := run(context.Background(), []string{"-url", srv.URL, "-n", "50", "-c", "8",
+				"-client", tc.client, fmt.Sprintf("-pregenerate=%t", tc.pregenerate)},
 				func(k string) string {
 					if k == envSigningSecret {
 						return testSecret + " whsec_b3RoZXI="
@@ -216,6 +221,8 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"bad type", []string{"-type", "user.exploded"}, testSecret, "-type must be one of"},
 		{"user with unique load", []string{"-n", "5", "-user", "user_1"}, testSecret, "-unique=false"},
 		{"zero n", []string{"-n", "0"}, testSecret, "-n must be at least 1"},
+		{"unknown client", []string{"-client", "curl"}, testSecret, "-client must be net/http or lean"},
+		{"lean over https", []string{"-client", "lean", "-url", "https://example.com/"}, testSecret, "plain http:// only"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -293,5 +300,35 @@ func TestKSUID(t *testing.T) {
 	if id := newID("user"); !strings.HasPrefix(id, "user_") || len(id) != len("user_")+27 ||
 		strings.Trim(id[5:], base62) != "" {
 		t.Errorf("newID = %q, want user_ and 27 base62 digits", id)
+	}
+}
+
+// TestLeanClientReconnects: the lean client opens a new connection after an
+// answer with Connection: close, and after the server drops an idle one,
+// without losing or doubling a delivery.
+func TestLeanClientReconnects(t *testing.T) {
+	t.Parallel()
+	r, _ := newReceiver(t)
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if n.Add(1)%3 == 0 {
+			w.Header().Set("Connection", "close")
+		}
+		r.ServeHTTP(w, req)
+	}))
+	t.Cleanup(srv.Close)
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"-url", srv.URL + "/api/webhooks/clerk?x=1", "-secret", testSecret,
+		"-n", "30", "-c", "2", "-client", "lean"}, func(string) string { return "" }, &out, &errOut)
+	if err != nil {
+		t.Fatalf("run: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), "status_200: 30\n") || len(r.ids) != 30 {
+		t.Errorf("saw %d svix ids, summary:\n%s", len(r.ids), out.String())
+	}
+	for id, k := range r.ids {
+		if k != 1 {
+			t.Errorf("%s delivered %d times", id, k)
+		}
 	}
 }

@@ -45,6 +45,8 @@ type sender struct {
 	wh     *svix.Webhook
 	client *http.Client
 	now    func() time.Time
+	// lean makes load workers use leanConn instead of client.
+	lean bool
 }
 
 // newSender returns a sender whose connections are reused across up to
