@@ -208,8 +208,9 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 
 	var draining atomic.Bool
 	h := webhook.New(webhook.Config{
-		Verifier:    verifier,
-		Processor:   proc,
+		Verifier: verifier,
+		// Deliveries queue first come, first served for the pool's connections.
+		Processor:   webhook.FIFO(proc, cfg.DBMaxConns),
 		Ready:       readiness(db, &draining),
 		Metrics:     webhook.NewMetrics(reg),
 		Logger:      log,
