@@ -235,9 +235,20 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 				defer close(done)
 				failed = cs.deliverAll(ctx, msgs, 32)
 			}()
-			Eventually(func() int64 { return cs.attempts.Load() }).WithTimeout(time.Minute).Should(BeNumerically(">", users/3))
+			// Poll finely: at full speed the whole load takes a couple of seconds,
+			// and the disruption must land in its middle, not after it.
+			Eventually(func() int64 { return cs.attempts.Load() }).WithTimeout(time.Minute).WithPolling(5 * time.Millisecond).
+				Should(BeNumerically(">", users/3))
+			select {
+			case <-done:
+				Fail(disruption.name + ": the load finished before the disruption began")
+			default:
+			}
+			began := cs.attempts.Load()
 			disruption.do()
 			<-done
+			Expect(cs.attempts.Load()).To(BeNumerically(">", began), "no delivery attempt after the disruption began")
+			GinkgoWriter.Printf("%s: began after %d of %d attempts\n", disruption.name, began, cs.attempts.Load())
 			GinkgoWriter.Printf("%s: %d attempts, %d non-2xx, %d transport errors, statuses %v\n",
 				disruption.name, cs.attempts.Load(), cs.non2xx.Load(), cs.transportErrs.Load(), cs.statuses)
 			Expect(failed).To(BeEmpty(), "deliveries that never got a 2xx after Svix-like retries:\n%s", joined(failed))
