@@ -119,18 +119,24 @@ func TestKilledBetweenCommitAndMetadataWrite(t *testing.T) {
 
 func waitReady(t *testing.T, base string) {
 	t.Helper()
+	waitStatus(t, base+"/readyz", http.StatusOK)
+}
+
+// waitStatus polls url until it answers with status, for up to 15s.
+func waitStatus(t *testing.T, url string, status int) {
+	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		resp, err := http.Get(base + "/readyz")
+		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == status {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 15s: %v", err)
+			t.Fatalf("%s did not answer %d within 15s: %v", url, status, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -109,14 +109,7 @@ func TestServeHandlesEventAndShutsDownGracefully(t *testing.T) {
 	}
 
 	cancel() // what SIGTERM does through signal.NotifyContext
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("run after shutdown = %v, want nil", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("no exit within 15s of shutdown")
-	}
+	waitExit(t, done)
 	if _, err := http.Get(base + "/healthz"); err == nil {
 		t.Error("still accepting connections after shutdown")
 	}
@@ -128,14 +121,7 @@ func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard,
 // testSecret, and returns the status and body of the answer.
 func postSigned(t *testing.T, base, svixID, body string) (int, string) {
 	t.Helper()
-	wh, _ := svix.NewWebhook(testSecret)
-	now := time.Now()
-	sig, _ := wh.Sign(svixID, now, []byte(body))
-	req, _ := http.NewRequest(http.MethodPost, base+"/api/webhooks/clerk", strings.NewReader(body))
-	req.Header.Set("svix-id", svixID)
-	req.Header.Set("svix-timestamp", fmt.Sprint(now.Unix()))
-	req.Header.Set("svix-signature", sig)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(signedRequest(base, svixID, body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,29 +179,9 @@ func TestDrainKeepsIdleConnectionsUntilTheirNextAnswer(t *testing.T) {
 	}
 
 	cancel() // SIGTERM
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusServiceUnavailable {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz still %v, %v after SIGTERM", resp, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitStatus(t, base+"/readyz", http.StatusServiceUnavailable)
 
-	body := `{"type":"user.created","data":{"id":"user_drain","email_addresses":[]}}`
-	wh, _ := svix.NewWebhook(testSecret)
-	now := time.Now()
-	sig, _ := wh.Sign("msg_drain", now, []byte(body))
-	req, _ := http.NewRequest(http.MethodPost, base+"/api/webhooks/clerk", strings.NewReader(body))
-	req.Header.Set("svix-id", "msg_drain")
-	req.Header.Set("svix-timestamp", fmt.Sprint(now.Unix()))
-	req.Header.Set("svix-signature", sig)
+	req := signedRequest(base, "msg_drain", `{"type":"user.created","data":{"id":"user_drain","email_addresses":[]}}`)
 	if resp := roundTrip(req); resp.StatusCode != http.StatusOK || !resp.Close {
 		t.Fatalf("delivery on the held connection while draining: %d close=%v, want 200 with Connection: close", resp.StatusCode, resp.Close)
 	}
@@ -227,6 +193,25 @@ func TestDrainKeepsIdleConnectionsUntilTheirNextAnswer(t *testing.T) {
 	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("after the Connection: close answer: read %d bytes, %v; want EOF", n, err)
 	}
+	waitExit(t, done)
+}
+
+// signedRequest is a delivery of body to the webhook at base, signed like
+// Svix with testSecret.
+func signedRequest(base, svixID, body string) *http.Request {
+	wh, _ := svix.NewWebhook(testSecret)
+	now := time.Now()
+	sig, _ := wh.Sign(svixID, now, []byte(body))
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/webhooks/clerk", strings.NewReader(body))
+	req.Header.Set("svix-id", svixID)
+	req.Header.Set("svix-timestamp", fmt.Sprint(now.Unix()))
+	req.Header.Set("svix-signature", sig)
+	return req
+}
+
+// waitExit waits for run to return after its context was cancelled.
+func waitExit(t *testing.T, done <-chan error) {
+	t.Helper()
 	select {
 	case err := <-done:
 		if err != nil {
