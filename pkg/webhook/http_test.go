@@ -659,43 +659,27 @@ func TestSvixSignatureRotation(t *testing.T) {
 func TestRefusedBeforeParsing(t *testing.T) {
 	t.Parallel()
 	body := userCreated("user_1", "a@example.com")
-	tests := []struct {
+	type testCase struct {
 		name       string
 		header     func(t *testing.T) http.Header
 		wantStatus int
 		wantReason string
 		wantError  string
-	}{
-		{
-			name: "missing svix-id",
+	}
+	var tests []testCase
+	for _, missing := range []string{"svix-id", "svix-timestamp", "svix-signature"} {
+		tests = append(tests, testCase{
+			name: "missing " + missing,
 			header: func(t *testing.T) http.Header {
 				h := signed(t, secretA, "msg_1", time.Now(), body)
-				h.Del("svix-id")
+				h.Del(missing)
 				return h
 			},
 			wantStatus: http.StatusBadRequest, wantReason: webhook.ReasonMissingHeaders,
-			wantError: "missing header(s): svix-id",
-		},
-		{
-			name: "missing svix-timestamp",
-			header: func(t *testing.T) http.Header {
-				h := signed(t, secretA, "msg_1", time.Now(), body)
-				h.Del("svix-timestamp")
-				return h
-			},
-			wantStatus: http.StatusBadRequest, wantReason: webhook.ReasonMissingHeaders,
-			wantError: "missing header(s): svix-timestamp",
-		},
-		{
-			name: "missing svix-signature",
-			header: func(t *testing.T) http.Header {
-				h := signed(t, secretA, "msg_1", time.Now(), body)
-				h.Del("svix-signature")
-				return h
-			},
-			wantStatus: http.StatusBadRequest, wantReason: webhook.ReasonMissingHeaders,
-			wantError: "missing header(s): svix-signature",
-		},
+			wantError: "missing header(s): " + missing,
+		})
+	}
+	tests = append(tests, []testCase{
 		{
 			name:       "no svix headers at all",
 			header:     func(*testing.T) http.Header { return http.Header{} },
@@ -746,7 +730,7 @@ func TestRefusedBeforeParsing(t *testing.T) {
 			wantStatus: http.StatusUnauthorized, wantReason: webhook.ReasonTimestampTooNew,
 			wantError: "svix-timestamp is more than 5 minutes in the future",
 		},
-	}
+	}...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

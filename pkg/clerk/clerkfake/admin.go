@@ -107,13 +107,7 @@ func (s *Server) handleAdminListUsers(w http.ResponseWriter, _ *http.Request) {
 // handleAdminGetUser answers the stored user in Clerk's shape, private and
 // unsafe metadata included.
 func (s *Server) handleAdminGetUser(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	u, ok := s.users[r.PathValue("id")]
-	var a apiUser
-	if ok {
-		a = render(u)
-	}
-	s.mu.Unlock()
+	a, ok := s.rendered(r.PathValue("id"))
 	if !ok {
 		writeAdminError(w, http.StatusNotFound, "no user "+r.PathValue("id"))
 		return

@@ -181,18 +181,23 @@ func (s *Server) handleCountUsers(w http.ResponseWriter, r *http.Request) {
 
 // handleGetUser answers GET /v1/users/{id}.
 func (s *Server) handleGetUser(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	u, ok := s.users[r.PathValue("id")]
-	var a apiUser
-	if ok {
-		a = render(u)
-	}
-	s.mu.Unlock()
+	a, ok := s.rendered(r.PathValue("id"))
 	if !ok {
 		writeUserNotFound(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, a)
+}
+
+// rendered returns the stored user id in Clerk's shape.
+func (s *Server) rendered(id string) (apiUser, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.users[id]
+	if !ok {
+		return apiUser{}, false
+	}
+	return render(u), true
 }
 
 // metadataPatch is the body of PATCH /v1/users/{id}/metadata. A field that is
