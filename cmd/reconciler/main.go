@@ -84,7 +84,7 @@ type config struct {
 func loadConfig(getenv func(string) string) (config, []string, error) {
 	r := env.New(getenv)
 	c := config{
-		DatabaseURL:     r.DatabaseURL("DATABASE_URL"),
+		DatabaseURL:     r.DatabaseURL("DATABASE_URL", postgres.CheckURL),
 		LogLevel:        r.OneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 		LogFormat:       r.OneOf("LOG_FORMAT", "json", "json", "text"),
 		SignupCredits:   r.Int("SIGNUP_CREDITS", ledger.DefaultSignupCredits, 1, 1_000_000_000),

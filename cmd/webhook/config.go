@@ -5,6 +5,7 @@ import (
 
 	"github.com/creditgate/creditgate/pkg/env"
 	"github.com/creditgate/creditgate/pkg/ledger"
+	"github.com/creditgate/creditgate/pkg/postgres"
 	"github.com/creditgate/creditgate/pkg/webhook"
 )
 
@@ -18,6 +19,8 @@ type config struct {
 	LogLevel        string
 	LogFormat       string
 	DBMaxConns      int
+	DBLockTimeout   time.Duration
+	BodyMemory      int64
 	ShutdownTimeout time.Duration
 	ShutdownDelay   time.Duration
 	OTLPEndpoint    string
@@ -40,7 +43,7 @@ type clerkConfig struct {
 func loadConfig(getenv func(string) string, serving bool) (config, []string, error) {
 	r := env.New(getenv)
 	c := config{
-		DatabaseURL: r.DatabaseURL("DATABASE_URL"),
+		DatabaseURL: r.DatabaseURL("DATABASE_URL", postgres.CheckURL),
 		LogLevel:    r.OneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 		LogFormat:   r.OneOf("LOG_FORMAT", "json", "json", "text"),
 	}
@@ -63,6 +66,8 @@ func loadConfig(getenv func(string) string, serving bool) (config, []string, err
 			r.Fail("METRICS_ADDR", "must differ from HTTP_ADDR")
 		}
 		c.DBMaxConns = int(r.Int("DB_MAX_CONNS", 10, 1, 1000))
+		c.DBLockTimeout = r.Duration("DB_LOCK_TIMEOUT", 5*time.Second, 100*time.Millisecond, time.Minute)
+		c.BodyMemory = r.Bytes("BODY_MEMORY_LIMIT", webhook.DefaultBodyMemory, webhook.MaxBodyBytes, 4<<30)
 		c.ShutdownTimeout = r.Duration("SHUTDOWN_TIMEOUT", 20*time.Second, 0, time.Hour)
 		c.ShutdownDelay = r.Duration("SHUTDOWN_DELAY", 0, 0, 10*time.Minute)
 		c.OTLPEndpoint = r.String("OTEL_EXPORTER_OTLP_ENDPOINT", r.String("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ""))

@@ -50,6 +50,8 @@ Environment:
   LOG_LEVEL                     debug|info|warn|error (default info)
   LOG_FORMAT                    json|text (default json)
   DB_MAX_CONNS                  database pool size (default 10)
+  DB_LOCK_TIMEOUT               longest wait for a row lock before a delivery answers 503 (default 5s)
+  BODY_MEMORY_LIMIT             bytes of webhook bodies held at once; beyond it deliveries get 503 (default 16MiB)
   SHUTDOWN_DELAY                after SIGTERM, report not-ready this long before draining (default 0s)
   SHUTDOWN_TIMEOUT              longest drain of in-flight requests (default 20s)
   CLERK_SECRET_KEY              Clerk Backend API key; when set, signup grants are written to the user's public metadata
@@ -163,11 +165,21 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		}
 	}()
 
-	db, err := postgres.Open(cfg.DatabaseURL, postgres.Options{MaxConns: cfg.DBMaxConns, Tracing: ot.Enabled})
+	db, err := postgres.Open(cfg.DatabaseURL, postgres.Options{
+		MaxConns: cfg.DBMaxConns, Tracing: ot.Enabled, LockTimeout: cfg.DBLockTimeout,
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	defer db.Close()
+	// Readiness asks the database on a connection of its own: a pool busy
+	// with deliveries (or with one locked user's) is not a reason for
+	// Kubernetes to pull this pod.
+	healthDB, err := postgres.Open(cfg.DatabaseURL, postgres.Options{MaxConns: 1})
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	defer healthDB.Close()
 
 	store := postgres.NewStore(db)
 	reg := telemetry.NewRegistry()
@@ -178,7 +190,8 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		return fmt.Errorf("CLERK_WEBHOOK_SIGNING_SECRET: %w", err)
 	}
 	svc := &ledger.Service{
-		Store:           store,
+		// Deliveries queue first come, first served for the pool's connections.
+		Store:           webhook.FIFO(store, cfg.DBMaxConns),
 		Decode:          clerk.Decode,
 		SignupCredits:   cfg.SignupCredits,
 		ForfeitOnDelete: cfg.ForfeitOnDelete,
@@ -208,10 +221,10 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 
 	var draining atomic.Bool
 	h := webhook.New(webhook.Config{
-		Verifier: verifier,
-		// Deliveries queue first come, first served for the pool's connections.
-		Processor:   webhook.FIFO(proc, cfg.DBMaxConns),
-		Ready:       readiness(db, &draining),
+		Verifier:    verifier,
+		Processor:   proc,
+		Ready:       readiness(healthDB, &draining),
+		BodyMemory:  cfg.BodyMemory,
 		Metrics:     webhook.NewMetrics(reg),
 		Logger:      log,
 		Tracer:      otel.Tracer("github.com/creditgate/creditgate/pkg/webhook"),
@@ -225,13 +238,20 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// The same bounds as the application listener: a scraper never needs
+	// more, and nothing may hold a connection here forever.
 	metrics := &http.Server{
 		Addr:              cfg.MetricsAddr,
 		Handler:           telemetry.MetricsHandler(reg),
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: app.ReadHeaderTimeout,
+		ReadTimeout:       app.ReadTimeout,
+		WriteTimeout:      app.WriteTimeout,
+		IdleTimeout:       app.IdleTimeout,
+		MaxHeaderBytes:    app.MaxHeaderBytes,
+		ErrorLog:          app.ErrorLog,
 	}
 	appLn, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

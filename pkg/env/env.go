@@ -102,6 +102,43 @@ func (r *Reader) Duration(name string, def, min, max time.Duration) time.Duratio
 	return d
 }
 
+// Bytes returns the variable as a size within [min, max] bytes, or def. It
+// takes a whole number of bytes or one with a KiB, MiB or GiB suffix.
+func (r *Reader) Bytes(name string, def, min, max int64) int64 {
+	v := r.get(name)
+	if v == "" {
+		return def
+	}
+	num, mult := v, int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if strings.HasSuffix(v, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < min/mult || n > max/mult || n*mult < min {
+		r.Fail(name, "must be a size from %s to %s such as 16MiB, got %q", sizeString(min), sizeString(max), v)
+		return def
+	}
+	return n * mult
+}
+
+func sizeString(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return strconv.FormatInt(n, 10)
+}
+
 // Addr returns the variable as a listen address host:port or :port, or def.
 func (r *Reader) Addr(name, def string) string {
 	v := r.String(name, def)
@@ -132,12 +169,19 @@ func (r *Reader) URL(name, def string) string {
 	return v
 }
 
-// DatabaseURL returns the required PostgreSQL connection string. Its value is
-// never echoed: it holds a password.
-func (r *Reader) DatabaseURL(name string) string {
+// DatabaseURL returns the required PostgreSQL connection string, checked by
+// parse (postgres.CheckURL in main). Its value is never echoed: it holds a
+// password.
+func (r *Reader) DatabaseURL(name string, parse func(string) error) string {
 	v := r.Required(name, "a PostgreSQL URL such as postgres://user:pass@host:5432/creditgate?sslmode=require")
-	if v != "" && !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") && !strings.Contains(v, "=") {
+	switch {
+	case v == "":
+	case !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") && !strings.Contains(v, "="):
 		r.Fail(name, "must be a postgres:// URL or a key=value connection string")
+	case parse != nil:
+		if err := parse(v); err != nil {
+			r.Fail(name, "%v", err)
+		}
 	}
 	return v
 }

@@ -24,6 +24,10 @@ var (
 	ErrInsufficientCredits = errors.New("insufficient credits")
 	// ErrNotFound marks a lookup of something that does not exist.
 	ErrNotFound = errors.New("not found")
+	// ErrInvalidData marks a value the database refused as a property of the
+	// value itself (SQLSTATE classes 22 and 54: out of range, too long for
+	// an index, not representable). Retrying the same data cannot help.
+	ErrInvalidData = errors.New("invalid data")
 )
 
 // EventStatus is the stored state of a webhook_events row.
@@ -106,6 +110,49 @@ type Change struct {
 	// UpdatedAt is Clerk's data.updated_at: the version of the user the event
 	// carries. Zero when the event has none (user.deleted).
 	UpdatedAt time.Time
+	// IgnoredFields are fields the ledger does not need that the decoder
+	// left out because they could not be used (an email too long to store,
+	// say). They never block a grant; they are reported and counted.
+	IgnoredFields []IgnoredField
+}
+
+// IgnoredField is one field a delivery carried but creditgate left out.
+type IgnoredField struct {
+	// Field is a short, fixed name (a metric label): "email".
+	Field string `json:"field"`
+	// Reason says why, without the value (it may be personal data).
+	Reason string `json:"reason"`
+}
+
+// Versions a delivery may carry: Clerk's data.updated_at is when Clerk
+// changed the user, so it cannot be later than the delivery itself (give or
+// take clock skew), and Clerk did not exist before 2000. A version outside
+// this window is a field the ledger needs and cannot trust: the event is
+// rejected. Without the upper bound one event dated 2200 would make every
+// later real update of that user stale.
+var (
+	MinVersion = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	// MaxVersionSkew is how far after its delivery an event's version may be.
+	MaxVersionSkew = time.Hour
+)
+
+// CheckVersion rejects a change whose version is outside the window that a
+// delivery received at receivedAt can carry. It depends only on the stored
+// delivery, so a re-run by the reconciler judges the event exactly as the
+// webhook did.
+func CheckVersion(c Change, receivedAt time.Time) error {
+	if c.UpdatedAt.IsZero() {
+		return nil
+	}
+	if c.UpdatedAt.Before(MinVersion) {
+		return fmt.Errorf("%w: field \"data.updated_at\" (%s) is before %s",
+			ErrInvalidEvent, c.UpdatedAt.Format(time.RFC3339), MinVersion.Format("2006"))
+	}
+	if limit := receivedAt.Add(MaxVersionSkew); c.UpdatedAt.After(limit) {
+		return fmt.Errorf("%w: field \"data.updated_at\" (%s) is later than the delivery (%s) by more than %s",
+			ErrInvalidEvent, c.UpdatedAt.Format(time.RFC3339Nano), receivedAt.UTC().Format(time.RFC3339), MaxVersionSkew)
+	}
+	return nil
 }
 
 // Decoder turns a verified body into a Change. Its errors wrap ErrInvalidEvent;
@@ -144,6 +191,8 @@ type Result struct {
 	CreditsForfeited int64 `json:"credits_forfeited,omitempty"`
 	// Reason explains a rejection; empty otherwise.
 	Reason string `json:"reason,omitempty"`
+	// IgnoredFields lists fields left out of an applied event.
+	IgnoredFields []IgnoredField `json:"ignored_fields,omitempty"`
 }
 
 // Store is what the ledger needs from persistence. Every method is one
@@ -173,24 +222,41 @@ type Service struct {
 	ForfeitOnDelete bool
 	// MetadataOutbox queues a Clerk metadata write with every signup grant.
 	MetadataOutbox bool
+
+	// users lets one delivery per user at a time reach the store.
+	users keyedMutex
 }
+
+// recordTimeout bounds storing the outcome of a delivery whose own deadline
+// has passed: the trace must be kept even when the delivery timed out.
+const recordTimeout = 3 * time.Second
 
 // Process decodes and applies one verified delivery. An invalid event is
 // stored as rejected and returned with ErrInvalidEvent; a transient failure is
 // stored as failed where possible and returned wrapping ErrUnavailable.
+//
+// Deliveries of one user take turns here, before they reach the store: the
+// store serializes them on the user's row lock anyway, and a dozen of them
+// waiting on that lock would each hold a database connection that every
+// other user needs (a user whose row is locked for a minute took the whole
+// pool). Waiting here costs a goroutine, not a connection.
 func (s *Service) Process(ctx context.Context, d Delivery) (Result, error) {
 	change, err := s.Decode(d.Body)
+	if err == nil {
+		err = CheckVersion(change, d.ReceivedAt)
+	}
 	if err != nil {
-		res, serr := s.Store.RecordOutcome(ctx, d, change, StatusRejected, err.Error())
-		if serr != nil {
-			return Result{}, fmt.Errorf("record rejected event %s: %w", d.SvixID, serr)
-		}
-		return res, fmt.Errorf("event %s: %w", d.SvixID, err)
+		return s.reject(ctx, d, change, err)
 	}
 
 	var res Result
 	switch change.Kind {
 	case ChangeUserCreated, ChangeUserUpdated, ChangeUserDeleted:
+		var release func()
+		if release, err = s.users.lock(ctx, change.ClerkUserID); err != nil {
+			err = fmt.Errorf("%w: wait for the user's other deliveries: %w", ErrUnavailable, err)
+			break
+		}
 		res, err = s.Store.ApplyUserChange(ctx, UserChange{
 			Delivery:      d,
 			Change:        change,
@@ -198,18 +264,49 @@ func (s *Service) Process(ctx context.Context, d Delivery) (Result, error) {
 			Forfeit:       s.ForfeitOnDelete,
 			Outbox:        s.MetadataOutbox,
 		})
+		release()
 	default:
 		res, err = s.Store.RecordOutcome(ctx, d, change, StatusIgnored, "")
 	}
+	if errors.Is(err, ErrInvalidData) {
+		// A property of the body (a value PostgreSQL cannot hold): final.
+		return s.reject(ctx, d, change, fmt.Errorf("%w: %w", ErrInvalidEvent, err))
+	}
 	if err != nil {
-		// Keep the event for the reconciler. Best effort: when the database
-		// is down this fails too, and the sender's retry keeps the event.
-		_ = s.Store.RecordFailure(ctx, d, change, err)
-		return Result{}, fmt.Errorf("apply %s %s: %w", change.EventType, d.SvixID, err)
+		// Keep the event for the reconciler, with a deadline of its own: the
+		// delivery's may be what just expired. Best effort: when the
+		// database is down this fails too, and the sender's retry keeps the
+		// event.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+		_ = s.Store.RecordFailure(rctx, d, change, err)
+		cancel()
+		return Result{SvixID: d.SvixID, EventType: change.EventType, ClerkUserID: change.ClerkUserID},
+			fmt.Errorf("apply %s %s: %w", change.EventType, d.SvixID, err)
 	}
 	if res.Status == OutcomeRejected {
 		// A redelivery of an event rejected before: same answer as the first time.
 		return res, fmt.Errorf("event %s: %w: %s", d.SvixID, ErrInvalidEvent, res.Reason)
 	}
+	if res.Status != OutcomeDuplicate {
+		res.IgnoredFields = change.IgnoredFields
+	}
 	return res, nil
+}
+
+// reject stores a delivery as rejected for cause (which wraps
+// ErrInvalidEvent) and returns cause, or the earlier outcome of the same svix
+// id.
+func (s *Service) reject(ctx context.Context, d Delivery, change Change, cause error) (Result, error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	res, err := s.Store.RecordOutcome(rctx, d, change, StatusRejected, cause.Error())
+	if err != nil {
+		return Result{SvixID: d.SvixID}, fmt.Errorf("record rejected event %s: %w", d.SvixID, err)
+	}
+	if res.Status != OutcomeRejected {
+		// The svix id was handled before, by an earlier delivery of other
+		// bytes (a sender reusing ids): that outcome stands.
+		return res, nil
+	}
+	return res, fmt.Errorf("event %s: %w", d.SvixID, cause)
 }

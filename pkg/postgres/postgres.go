@@ -19,12 +19,32 @@ import (
 	"github.com/creditgate/creditgate/pkg/ledger"
 )
 
+// ErrInvalidURL is a database URL that cannot be parsed. It never carries the
+// URL: that holds a password.
+var ErrInvalidURL = errors.New("not a valid PostgreSQL URL (postgres://user:password@host:5432/dbname?sslmode=require, " +
+	"with special characters in the password percent-encoded) or key=value connection string")
+
+// CheckURL reports whether url is a connection string Open accepts, without
+// connecting.
+func CheckURL(url string) error {
+	if _, err := pgx.ParseConfig(url); err != nil {
+		return ErrInvalidURL
+	}
+	return nil
+}
+
 // Options configures Open.
 type Options struct {
 	// MaxConns bounds the pool; 0 means 10.
 	MaxConns int
 	// Tracing adds bunotel's query hook (a span per query, OTel DB metrics).
 	Tracing bool
+	// LockTimeout bounds every wait for a row lock (PostgreSQL's
+	// lock_timeout, set once per connection); 0 waits forever. A delivery
+	// whose user row another transaction holds then fails as unavailable
+	// (503, retried) instead of keeping its connection for as long as the
+	// other holds the row.
+	LockTimeout time.Duration
 }
 
 // Open connects to the database at url. It does not ping; use Ready for that.
@@ -32,7 +52,7 @@ func Open(url string, opts Options) (*bun.DB, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		// pgx's message may echo the URL, password included: keep it out.
-		return nil, errors.New("parse database url: invalid connection string")
+		return nil, ErrInvalidURL
 	}
 	// bun formats arguments into the SQL text itself, so server-side prepared
 	// statements would only fill pgx's cache with one-off texts.
@@ -43,7 +63,17 @@ func Open(url string, opts Options) (*bun.DB, error) {
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "creditgate"
 	}
-	sqldb := stdlib.OpenDB(*cfg)
+	var connOpts []stdlib.OptionOpenDB
+	if opts.LockTimeout > 0 {
+		// Per connection, not as a startup parameter: PgBouncer refuses
+		// startup parameters it does not know.
+		set := fmt.Sprintf("SET lock_timeout = %d", opts.LockTimeout.Milliseconds())
+		connOpts = append(connOpts, stdlib.OptionAfterConnect(func(ctx context.Context, conn *pgx.Conn) error {
+			_, err := conn.Exec(ctx, set)
+			return err
+		}))
+	}
+	sqldb := stdlib.OpenDB(*cfg, connOpts...)
 	n := opts.MaxConns
 	if n <= 0 {
 		n = 10
@@ -107,27 +137,36 @@ func isRetryable(err error) bool {
 }
 
 // mapError turns driver errors into ledger's sentinels: a balance check
-// becomes ErrInsufficientCredits; a data, integrity or SQL error (a bug or bad
-// data, which a retry cannot fix) stays as it is; anything else (connection
-// lost, shutdown, timeout, deadlock) becomes ErrUnavailable, because a later
-// retry can succeed. The original error stays wrapped for logs.
+// becomes ErrInsufficientCredits; a value refused for what it is (SQLSTATE
+// classes 22 and 54: out of range, too long for an index) becomes
+// ErrInvalidData, final; a missing table, column or function means the schema
+// is behind this binary (migrations not applied yet) and becomes
+// ErrUnavailable, as /readyz says; an integrity or SQL error (a bug, which a
+// retry cannot fix) stays as it is; anything else (connection lost,
+// shutdown, timeout, deadlock, a lock not granted in time) becomes
+// ErrUnavailable, because a later retry can succeed. The original error
+// stays wrapped for logs.
 func mapError(err error) error {
 	if err == nil {
 		return nil
 	}
+	if errors.Is(err, ledger.ErrUnavailable) || errors.Is(err, ledger.ErrInvalidData) ||
+		errors.Is(err, ledger.ErrInsufficientCredits) {
+		return err
+	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
+	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 {
+		switch class := pgErr.Code[:2]; {
 		case pgErr.Code == "23514" && (pgErr.ConstraintName == "users_available_credits_check" ||
 			pgErr.ConstraintName == "users_used_credits_check"):
 			return fmt.Errorf("%w: %w", ledger.ErrInsufficientCredits, err)
-		case len(pgErr.Code) == 5 && (pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23" ||
-			pgErr.Code[:2] == "42" || pgErr.Code[:2] == "P0"):
+		case class == "22" || class == "54":
+			return fmt.Errorf("%w: %w", ledger.ErrInvalidData, err)
+		case pgErr.Code == "42P01" || pgErr.Code == "42703" || pgErr.Code == "42883" || pgErr.Code == "42704":
+			return fmt.Errorf("%w: %w (%w)", ledger.ErrUnavailable, ErrSchemaBehind, err)
+		case class == "23" || class == "42" || class == "P0":
 			return err
 		}
-	}
-	if errors.Is(err, ledger.ErrUnavailable) {
-		return err
 	}
 	return fmt.Errorf("%w: %w", ledger.ErrUnavailable, err)
 }

@@ -54,8 +54,11 @@ func (s *Store) FailedEvents(ctx context.Context, olderThan time.Time, limit int
 	}
 	out := make([]ledger.FailedEvent, 0, len(rows))
 	for _, r := range rows {
+		// The bytes Svix signed when they were kept (every failure since
+		// they are): the re-run must decode exactly what the webhook did.
+		// Older rows hold only jsonb's normalised copy.
 		body := r.RawBody
-		if r.Payload != nil {
+		if body == nil {
 			body = r.Payload
 		}
 		out = append(out, ledger.FailedEvent{

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -18,79 +17,6 @@ import (
 
 // maxErrorLen bounds what is kept of an error in webhook_events.last_error.
 const maxErrorLen = 2000
-
-// payloadArgs returns the verified body as the jsonb payload, or, when
-// PostgreSQL's jsonb cannot hold it (not JSON, invalid UTF-8, a \u0000 or a
-// lone surrogate escape), as raw bytes, so that no body is lost or refused.
-func payloadArgs(body []byte) (payload, raw any) {
-	return payloadArgsOf(body, json.Valid(body))
-}
-
-// payloadArgsOf is payloadArgs for a body already known to be valid JSON or
-// not (a decoded event is), sparing the hot path a second validation.
-func payloadArgsOf(body []byte, validJSON bool) (payload, raw any) {
-	if validJSON && utf8.Valid(body) && jsonbEscapesOK(body) {
-		return string(body), nil
-	}
-	return nil, body
-}
-
-// jsonbEscapesOK reports whether every \u escape in a valid JSON text is one
-// jsonb accepts: not \u0000, and surrogates only in high-low pairs.
-func jsonbEscapesOK(body []byte) bool {
-	inString := false
-	for i := 0; i < len(body); i++ {
-		switch c := body[i]; {
-		case c == '"':
-			inString = !inString
-		case c == '\\' && inString:
-			i++
-			if i >= len(body) || body[i] != 'u' {
-				continue
-			}
-			r, ok := hex4(body, i+1)
-			if !ok || r == 0 {
-				return false
-			}
-			i += 4
-			switch {
-			case r >= 0xDC00 && r <= 0xDFFF:
-				return false // a low surrogate without its high one
-			case r >= 0xD800 && r <= 0xDBFF:
-				if i+2 >= len(body) || body[i+1] != '\\' || body[i+2] != 'u' {
-					return false
-				}
-				lo, ok := hex4(body, i+3)
-				if !ok || lo < 0xDC00 || lo > 0xDFFF {
-					return false
-				}
-				i += 6
-			}
-		}
-	}
-	return true
-}
-
-func hex4(b []byte, at int) (rune, bool) {
-	if at+4 > len(b) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range b[at : at+4] {
-		r <<= 4
-		switch {
-		case c >= '0' && c <= '9':
-			r |= rune(c - '0')
-		case c >= 'a' && c <= 'f':
-			r |= rune(c-'a') + 10
-		case c >= 'A' && c <= 'F':
-			r |= rune(c-'A') + 10
-		default:
-			return 0, false
-		}
-	}
-	return r, true
-}
 
 // nullable returns nil for "" so that it is stored as NULL.
 func nullable(s string) any {
@@ -133,7 +59,7 @@ WITH ev AS (
 	VALUES (?0, ?1, ?2, ?3::jsonb, ?4, 'processed', 1, ?5, now())
 	ON CONFLICT (svix_id) DO UPDATE
 		SET status = 'processed', attempts = w.attempts + 1, last_error = NULL, processed_at = now()
-		WHERE w.status = 'failed'
+		WHERE w.status IN ('failed', 'dead')
 	RETURNING 1
 ), u AS (
 	INSERT INTO users AS u (clerk_id, email, clerk_updated_at, deleted_at)
@@ -232,7 +158,7 @@ WITH u AS (
 	SELECT $1, $2, $3, $4::jsonb, $5, 'processed', 1, $6, now() FROM u
 	ON CONFLICT (svix_id) DO UPDATE
 		SET status = 'processed', attempts = w.attempts + 1, last_error = NULL, processed_at = now()
-		WHERE w.status = 'failed'
+		WHERE w.status IN ('failed', 'dead')
 	RETURNING svix_id
 ), c AS (
 	INSERT INTO credit_transactions
@@ -275,8 +201,18 @@ func (s *Store) applyNewUser(ctx context.Context, uc ledger.UserChange, payload,
 // costs one statement (newUserSQL); everything else runs in a transaction
 // that takes the event's and then the user's row lock.
 func (s *Store) ApplyUserChange(ctx context.Context, uc ledger.UserChange) (ledger.Result, error) {
+	payload, raw := payloadArgsOf(uc.Delivery.Body, true, false) // only decoded events get here
+	var res ledger.Result
+	err := withPayload(uc.Delivery.Body, payload, raw, func(payload, raw any) error {
+		var err error
+		res, err = s.applyUserChange(ctx, uc, payload, raw)
+		return err
+	})
+	return res, err
+}
+
+func (s *Store) applyUserChange(ctx context.Context, uc ledger.UserChange, payload, raw any) (ledger.Result, error) {
 	d, c := uc.Delivery, uc.Change
-	payload, raw := payloadArgsOf(d.Body, true) // only decoded events get here
 	isDelete := c.Kind == ledger.ChangeUserDeleted
 	if !isDelete {
 		ok, err := s.applyNewUser(ctx, uc, payload, raw)
@@ -438,14 +374,15 @@ VALUES (?0, ?1, ?2, ?3::jsonb, ?4, ?5, 1, ?6, ?7, now())
 ON CONFLICT (svix_id) DO UPDATE
 	SET status = EXCLUDED.status, attempts = w.attempts + 1, last_error = EXCLUDED.last_error,
 		event_type = EXCLUDED.event_type, clerk_user_id = EXCLUDED.clerk_user_id, processed_at = now()
-	WHERE w.status = 'failed'`
+	WHERE w.status IN ('failed', 'dead')`
 
 // RecordOutcome implements ledger.Store.
 func (s *Store) RecordOutcome(ctx context.Context, d ledger.Delivery, c ledger.Change, status ledger.EventStatus, reason string) (ledger.Result, error) {
-	payload, raw := payloadArgs(d.Body)
+	// A rejected body is kept byte for byte: it is the evidence.
+	payload, raw := payloadArgs(d.Body, status == ledger.StatusRejected)
 	var n int64
-	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		r, err := tx.ExecContext(ctx, recordOutcomeSQL,
+	err := withPayload(d.Body, payload, raw, func(payload, raw any) error {
+		r, err := s.db.ExecContext(ctx, recordOutcomeSQL,
 			d.SvixID, c.EventType, nullable(c.ClerkUserID), payload, raw, string(status),
 			nullable(truncate(reason)), d.ReceivedAt)
 		if err != nil {
@@ -455,7 +392,7 @@ func (s *Store) RecordOutcome(ctx context.Context, d ledger.Delivery, c ledger.C
 		return err
 	})
 	if err != nil {
-		return ledger.Result{}, fmt.Errorf("record %s event %s: %w", status, d.SvixID, err)
+		return ledger.Result{}, fmt.Errorf("record %s event %s: %w", status, d.SvixID, mapError(err))
 	}
 	if n == 0 {
 		return s.storedOutcome(ctx, d.SvixID)
@@ -476,14 +413,19 @@ INSERT INTO webhook_events AS w
 	(svix_id, event_type, clerk_user_id, payload, raw_body, status, attempts, last_error, received_at)
 VALUES (?0, ?1, ?2, ?3::jsonb, ?4, 'failed', 1, ?5, ?6)
 ON CONFLICT (svix_id) DO UPDATE
-	SET attempts = w.attempts + 1, last_error = EXCLUDED.last_error
-	WHERE w.status = 'failed'`
+	SET status = 'failed', attempts = w.attempts + 1, last_error = EXCLUDED.last_error,
+		raw_body = COALESCE(w.raw_body, EXCLUDED.raw_body)
+	WHERE w.status IN ('failed', 'dead')`
 
 // RecordFailure implements ledger.Store.
 func (s *Store) RecordFailure(ctx context.Context, d ledger.Delivery, c ledger.Change, cause error) error {
-	payload, raw := payloadArgs(d.Body)
-	_, err := s.db.ExecContext(ctx, recordFailureSQL,
-		d.SvixID, c.EventType, nullable(c.ClerkUserID), payload, raw, truncate(cause.Error()), d.ReceivedAt)
+	// The exact bytes too: the reconciler re-runs the event from them.
+	payload, raw := payloadArgs(d.Body, true)
+	err := withPayload(d.Body, payload, raw, func(payload, raw any) error {
+		_, err := s.db.ExecContext(ctx, recordFailureSQL,
+			d.SvixID, c.EventType, nullable(c.ClerkUserID), payload, raw, truncate(cause.Error()), d.ReceivedAt)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("record failed event %s: %w", d.SvixID, mapError(err))
 	}

@@ -8,37 +8,64 @@ import (
 	"github.com/creditgate/creditgate/pkg/ledger"
 )
 
-// FIFO lets at most n deliveries into p at once and queues the others in
+// FIFO lets at most n store operations run at once and queues the others in
 // arrival order. With n set to the database pool size, deliveries never wait
 // inside database/sql, which hands a freed connection to a random waiter:
 // with more concurrent senders than connections that randomness, not the
 // work, made the latency tail (p99 at 64 senders was 5× the median). Here
-// the wait is first come, first served. A delivery whose context ends while
-// it waits fails as unavailable (503, so Svix retries), having changed
-// nothing. n <= 0 returns p itself.
-func FIFO(p Processor, n int) Processor {
+// the wait is first come, first served. It wraps the Store, not the whole
+// delivery, so that a delivery waiting for its user's turn (ledger.Service
+// lets one delivery per user through at a time) waits without a slot. An
+// operation whose context ends while it waits fails as unavailable (503, so
+// Svix retries), having changed nothing. n <= 0 returns s itself.
+func FIFO(s ledger.Store, n int) ledger.Store {
 	if n <= 0 {
-		return p
+		return s
 	}
-	return &fifo{p: p, free: n}
+	return &fifoStore{s: s, q: &fifo{free: n}}
 }
 
+type fifoStore struct {
+	s ledger.Store
+	q *fifo
+}
+
+func (f *fifoStore) ApplyUserChange(ctx context.Context, c ledger.UserChange) (ledger.Result, error) {
+	if err := f.q.acquire(ctx); err != nil {
+		return ledger.Result{SvixID: c.Delivery.SvixID}, waitErr(err)
+	}
+	defer f.q.release()
+	return f.s.ApplyUserChange(ctx, c)
+}
+
+func (f *fifoStore) RecordOutcome(ctx context.Context, d ledger.Delivery, c ledger.Change, status ledger.EventStatus, reason string) (ledger.Result, error) {
+	if err := f.q.acquire(ctx); err != nil {
+		return ledger.Result{SvixID: d.SvixID}, waitErr(err)
+	}
+	defer f.q.release()
+	return f.s.RecordOutcome(ctx, d, c, status, reason)
+}
+
+func (f *fifoStore) RecordFailure(ctx context.Context, d ledger.Delivery, c ledger.Change, cause error) error {
+	if err := f.q.acquire(ctx); err != nil {
+		return waitErr(err)
+	}
+	defer f.q.release()
+	return f.s.RecordFailure(ctx, d, c, cause)
+}
+
+func waitErr(err error) error {
+	return fmt.Errorf("%w: waited for a database connection: %w", ledger.ErrUnavailable, err)
+}
+
+// fifo is a counting semaphore whose waiters are served in arrival order.
 type fifo struct {
-	p  Processor
 	mu sync.Mutex
 	// free counts unused slots; waiters holds the channel of each waiting
-	// delivery, oldest first. A slot goes to the oldest waiter by closing
+	// operation, oldest first. A slot goes to the oldest waiter by closing
 	// its channel.
 	free    int
 	waiters []chan struct{}
-}
-
-func (f *fifo) Process(ctx context.Context, d ledger.Delivery) (ledger.Result, error) {
-	if err := f.acquire(ctx); err != nil {
-		return ledger.Result{SvixID: d.SvixID}, fmt.Errorf("%w: waited for a database connection: %w", ledger.ErrUnavailable, err)
-	}
-	defer f.release()
-	return f.p.Process(ctx, d)
 }
 
 func (f *fifo) acquire(ctx context.Context) error {
@@ -81,7 +108,7 @@ func (f *fifo) release() {
 	f.free++
 }
 
-// queued returns how many deliveries wait (for tests).
+// queued returns how many operations wait (for tests).
 func (f *fifo) queued() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -11,32 +11,47 @@ import (
 	"github.com/creditgate/creditgate/pkg/ledger"
 )
 
-// gatedProcessor blocks every delivery until released and records the order
-// in which deliveries got in.
-type gatedProcessor struct {
+// gatedStore blocks every ApplyUserChange until released and records the
+// order in which they got in.
+type gatedStore struct {
 	mu      sync.Mutex
 	order   []string
 	entered chan string
 	release chan struct{}
 }
 
-func (g *gatedProcessor) Process(ctx context.Context, d ledger.Delivery) (ledger.Result, error) {
+var _ ledger.Store = (*gatedStore)(nil)
+
+func (g *gatedStore) ApplyUserChange(ctx context.Context, c ledger.UserChange) (ledger.Result, error) {
 	g.mu.Lock()
-	g.order = append(g.order, d.SvixID)
+	g.order = append(g.order, c.Delivery.SvixID)
 	g.mu.Unlock()
-	g.entered <- d.SvixID
+	g.entered <- c.Delivery.SvixID
 	<-g.release
-	return ledger.Result{SvixID: d.SvixID, Status: ledger.OutcomeProcessed}, nil
+	return ledger.Result{SvixID: c.Delivery.SvixID, Status: ledger.OutcomeProcessed}, nil
+}
+
+func (g *gatedStore) RecordOutcome(context.Context, ledger.Delivery, ledger.Change, ledger.EventStatus, string) (ledger.Result, error) {
+	return ledger.Result{}, errors.New("not used")
+}
+
+func (g *gatedStore) RecordFailure(context.Context, ledger.Delivery, ledger.Change, error) error {
+	return errors.New("not used")
+}
+
+// apply runs one ApplyUserChange for svixID through s.
+func apply(ctx context.Context, s ledger.Store, svixID string) (ledger.Result, error) {
+	return s.ApplyUserChange(ctx, ledger.UserChange{Delivery: ledger.Delivery{SvixID: svixID}})
 }
 
 func TestFIFOAdmitsInArrivalOrder(t *testing.T) {
 	t.Parallel()
-	g := &gatedProcessor{entered: make(chan string, 100), release: make(chan struct{})}
-	f := FIFO(g, 2).(*fifo)
+	g := &gatedStore{entered: make(chan string, 100), release: make(chan struct{})}
+	f := FIFO(g, 2).(*fifoStore)
 	var wg sync.WaitGroup
 	start := func(id string) {
 		wg.Go(func() {
-			if _, err := f.Process(context.Background(), ledger.Delivery{SvixID: id}); err != nil {
+			if _, err := apply(context.Background(), f, id); err != nil {
 				t.Errorf("%s: %v", id, err)
 			}
 		})
@@ -61,18 +76,18 @@ func TestFIFOAdmitsInArrivalOrder(t *testing.T) {
 	g.release <- struct{}{}
 	g.release <- struct{}{}
 	wg.Wait()
-	if f.free != 2 || f.queued() != 0 {
-		t.Errorf("after all: %d free slots, %d queued; want 2 and 0", f.free, f.queued())
+	if f.q.free != 2 || f.q.queued() != 0 {
+		t.Errorf("after all: %d free slots, %d queued; want 2 and 0", f.q.free, f.q.queued())
 	}
 }
 
 // waitForWaiters waits until n deliveries queue in f.
-func waitForWaiters(t *testing.T, f *fifo, n int) {
+func waitForWaiters(t *testing.T, f *fifoStore, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for f.queued() != n {
+	for f.q.queued() != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d deliveries queued, want %d", f.queued(), n)
+			t.Fatalf("%d deliveries queued, want %d", f.q.queued(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -80,13 +95,13 @@ func waitForWaiters(t *testing.T, f *fifo, n int) {
 
 func TestFIFOGivesUpWithTheContext(t *testing.T) {
 	t.Parallel()
-	g := &gatedProcessor{entered: make(chan string, 1), release: make(chan struct{})}
+	g := &gatedStore{entered: make(chan string, 1), release: make(chan struct{})}
 	f := FIFO(g, 1)
-	go func() { _, _ = f.Process(context.Background(), ledger.Delivery{SvixID: "msg_busy"}) }()
+	go func() { _, _ = apply(context.Background(), f, "msg_busy") }()
 	<-g.entered
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	res, err := f.Process(ctx, ledger.Delivery{SvixID: "msg_late"})
+	res, err := apply(ctx, f, "msg_late")
 	if !errors.Is(err, ledger.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || res.SvixID != "msg_late" {
 		t.Fatalf("Process while full = %+v, %v; want ErrUnavailable wrapping the deadline", res, err)
 	}
@@ -105,15 +120,15 @@ func TestFIFOGivesUpWithTheContext(t *testing.T) {
 // the queue, and the next slot goes to the one behind it.
 func TestFIFOCancelledWaiterLeavesTheQueue(t *testing.T) {
 	t.Parallel()
-	g := &gatedProcessor{entered: make(chan string, 10), release: make(chan struct{})}
-	f := FIFO(g, 1).(*fifo)
+	g := &gatedStore{entered: make(chan string, 10), release: make(chan struct{})}
+	f := FIFO(g, 1).(*fifoStore)
 	done := make(chan error, 3)
-	go func() { _, err := f.Process(context.Background(), ledger.Delivery{SvixID: "msg_busy"}); done <- err }()
+	go func() { _, err := apply(context.Background(), f, "msg_busy"); done <- err }()
 	<-g.entered
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { _, err := f.Process(ctx, ledger.Delivery{SvixID: "msg_gone"}); done <- err }()
+	go func() { _, err := apply(ctx, f, "msg_gone"); done <- err }()
 	waitForWaiters(t, f, 1)
-	go func() { _, err := f.Process(context.Background(), ledger.Delivery{SvixID: "msg_next"}); done <- err }()
+	go func() { _, err := apply(context.Background(), f, "msg_next"); done <- err }()
 	waitForWaiters(t, f, 2)
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
@@ -130,7 +145,7 @@ func TestFIFOCancelledWaiterLeavesTheQueue(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if f.free != 1 || f.queued() != 0 {
-		t.Errorf("after all: %d free, %d queued; want 1 and 0", f.free, f.queued())
+	if f.q.free != 1 || f.q.queued() != 0 {
+		t.Errorf("after all: %d free, %d queued; want 1 and 0", f.q.free, f.q.queued())
 	}
 }

@@ -565,7 +565,7 @@ func TestLoneSurrogateEscape(t *testing.T) {
 			wantStatus: http.StatusBadRequest,
 			wantBody: map[string]any{
 				"error": "unprocessable event", "svix_id": "msg_surrogate",
-				"reason": `invalid event: field "data.id" holds a non-printable character`,
+				"reason": `invalid event: field "data.id" is not valid text`,
 			},
 			want: snapshot{Events: map[string]string{"msg_surrogate": "rejected"}},
 		},

@@ -14,6 +14,7 @@ type Metrics struct {
 	inFlight      prometheus.Gauge
 	httpRequests  *prometheus.CounterVec
 	httpDurations *prometheus.HistogramVec
+	ignored       *prometheus.CounterVec
 }
 
 // Delivery outcome label values beyond ledger's outcomes.
@@ -22,6 +23,9 @@ const (
 	outcomeBadRequest   = "bad_request"
 	outcomeTooLarge     = "too_large"
 	outcomeFailed       = "failed"
+	// outcomeOverloaded: the bodies in flight held the whole body memory
+	// budget; answered 503 before the body was read.
+	outcomeOverloaded = "overloaded"
 )
 
 // NewMetrics creates the receiver's instruments and registers them on reg.
@@ -29,7 +33,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "creditgate_webhook_deliveries_total",
-			Help: "Webhook deliveries by outcome: processed, duplicate, stale, ignored, rejected, unauthorized, bad_request, too_large, failed.",
+			Help: "Webhook deliveries by outcome: processed, duplicate, stale, ignored, rejected, unauthorized, bad_request, too_large, overloaded, failed.",
 		}, []string{"outcome"}),
 		verifyFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "creditgate_webhook_verification_failures_total",
@@ -57,14 +61,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "HTTP request latency by route template and method.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"route", "method"}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "creditgate_webhook_ignored_fields_total",
+			Help: "Fields of applied events that creditgate could not use and left out (field=email: an address it cannot store); the user is credited all the same.",
+		}, []string{"field"}),
 	}
-	reg.MustRegister(m.deliveries, m.verifyFailed, m.credits, m.processing, m.inFlight, m.httpRequests, m.httpDurations)
+	reg.MustRegister(m.deliveries, m.verifyFailed, m.credits, m.processing, m.inFlight, m.httpRequests, m.httpDurations, m.ignored)
 	// Pre-create the series that alerts compare, so that a rate is 0, not absent.
-	for _, o := range []string{"processed", "duplicate", "stale", "ignored", "rejected", outcomeUnauthorized, outcomeBadRequest, outcomeTooLarge, outcomeFailed} {
+	for _, o := range []string{"processed", "duplicate", "stale", "ignored", "rejected", outcomeUnauthorized, outcomeBadRequest, outcomeTooLarge, outcomeOverloaded, outcomeFailed} {
 		m.deliveries.WithLabelValues(o)
 	}
 	for _, r := range []string{ReasonMissingHeaders, ReasonInvalidHeaders, ReasonTimestampTooOld, ReasonTimestampTooNew, ReasonInvalidSignature} {
 		m.verifyFailed.WithLabelValues(r)
 	}
+	m.ignored.WithLabelValues("email")
 	return m
 }

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -56,7 +57,14 @@ func ParseSecrets(v string) ([]string, error) {
 	return fields, nil
 }
 
-// NewVerifier returns a Verifier accepting a signature made with any of secrets.
+// MinSecretBytes is the shortest signing key accepted. Clerk and Svix issue
+// 24-byte keys; an empty or one-byte key signs bodies anyone can forge (a
+// one-byte key fell to 43 guesses).
+const MinSecretBytes = 16
+
+// NewVerifier returns a Verifier accepting a signature made with any of
+// secrets. It refuses a secret whose key is shorter than MinSecretBytes.
+// Errors say which secret (by position) and what is wrong, never its value.
 func NewVerifier(secrets []string) (*Verifier, error) {
 	if len(secrets) == 0 {
 		return nil, errors.New("no signing secret")
@@ -66,14 +74,29 @@ func NewVerifier(secrets []string) (*Verifier, error) {
 		if !strings.HasPrefix(s, "whsec_") {
 			return nil, fmt.Errorf("secret %d of %d does not start with whsec_", i+1, len(secrets))
 		}
-		wh, err := svix.NewWebhook(s)
+		// The same decoding svix-webhooks does, to measure the key.
+		key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, "whsec_"))
 		if err != nil {
-			// Never echo the secret.
 			return nil, fmt.Errorf("secret %d of %d is not valid base64 after whsec_", i+1, len(secrets))
+		}
+		if len(key) < MinSecretBytes {
+			return nil, fmt.Errorf("secret %d of %d is too weak: its key is %d bytes, at least %d are needed "+
+				"(copy the endpoint's signing secret from Clerk's dashboard: its keys are 24 bytes)",
+				i+1, len(secrets), len(key), MinSecretBytes)
+		}
+		wh, err := svix.NewWebhookRaw(key)
+		if err != nil {
+			return nil, fmt.Errorf("secret %d of %d: %w", i+1, len(secrets), err)
 		}
 		v.hooks = append(v.hooks, wh)
 	}
 	return v, nil
+}
+
+// Headers are a delivery's Svix headers, checked for presence, format and
+// timestamp window but not yet for the signature.
+type Headers struct {
+	ID, Timestamp, Signature string
 }
 
 // Verify checks the Svix headers and signature over the raw body. The header
@@ -81,6 +104,23 @@ func NewVerifier(secrets []string) (*Verifier, error) {
 // itself is checked by svix-webhooks, which accepts any of several v1
 // signatures in one header (Svix's own rotation).
 func (v *Verifier) Verify(body []byte, h http.Header) error {
+	sh, err := v.CheckHeaders(h)
+	if err != nil {
+		return err
+	}
+	return v.VerifySignature(body, sh)
+}
+
+// maxSignatureLen bounds the svix-signature header: Svix sends one to a few
+// "v1,<44 base64 characters>" entries, separated by spaces.
+const maxSignatureLen = 4096
+
+// CheckHeaders checks what can be checked before a byte of the body is read:
+// the three Svix headers are present and well formed and the timestamp is
+// within Tolerance of now. The body of a request that fails here is never
+// read, so a sender without a plausible delivery cannot make the process
+// buffer anything.
+func (v *Verifier) CheckHeaders(h http.Header) (Headers, error) {
 	id, ts, sig := h.Get("svix-id"), h.Get("svix-timestamp"), h.Get("svix-signature")
 	var missing []string
 	for _, p := range []struct{ name, v string }{{"svix-id", id}, {"svix-timestamp", ts}, {"svix-signature", sig}} {
@@ -89,27 +129,35 @@ func (v *Verifier) Verify(body []byte, h http.Header) error {
 		}
 	}
 	if len(missing) > 0 {
-		return &VerifyError{ReasonMissingHeaders, "missing header(s): " + strings.Join(missing, ", ")}
+		return Headers{}, &VerifyError{ReasonMissingHeaders, "missing header(s): " + strings.Join(missing, ", ")}
 	}
 	if len(id) > maxSvixIDLen || strings.ContainsFunc(id, func(r rune) bool { return r <= ' ' || r > '~' }) {
-		return &VerifyError{ReasonInvalidHeaders, "svix-id must be at most 255 printable ASCII characters"}
+		return Headers{}, &VerifyError{ReasonInvalidHeaders, "svix-id must be at most 255 printable ASCII characters"}
+	}
+	if len(sig) > maxSignatureLen {
+		return Headers{}, &VerifyError{ReasonInvalidHeaders, "svix-signature is longer than 4096 bytes"}
 	}
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
-		return &VerifyError{ReasonInvalidHeaders, "svix-timestamp is not a Unix timestamp"}
+		return Headers{}, &VerifyError{ReasonInvalidHeaders, "svix-timestamp is not a Unix timestamp"}
 	}
 	now := v.now()
 	switch t := time.Unix(sec, 0); {
 	case now.Sub(t) > Tolerance:
-		return &VerifyError{ReasonTimestampTooOld, "svix-timestamp is more than 5 minutes old"}
+		return Headers{}, &VerifyError{ReasonTimestampTooOld, "svix-timestamp is more than 5 minutes old"}
 	case t.Sub(now) > Tolerance:
-		return &VerifyError{ReasonTimestampTooNew, "svix-timestamp is more than 5 minutes in the future"}
+		return Headers{}, &VerifyError{ReasonTimestampTooNew, "svix-timestamp is more than 5 minutes in the future"}
 	}
+	return Headers{ID: id, Timestamp: ts, Signature: sig}, nil
+}
+
+// VerifySignature checks the body against headers that passed CheckHeaders.
+func (v *Verifier) VerifySignature(body []byte, sh Headers) error {
 	// Only the svix-* headers: svix-webhooks would fall back to webhook-*.
 	hdr := http.Header{}
-	hdr.Set("svix-id", id)
-	hdr.Set("svix-timestamp", ts)
-	hdr.Set("svix-signature", sig)
+	hdr.Set("svix-id", sh.ID)
+	hdr.Set("svix-timestamp", sh.Timestamp)
+	hdr.Set("svix-signature", sh.Signature)
 	for _, wh := range v.hooks {
 		// The timestamp was checked above, with a precise reason.
 		if wh.VerifyIgnoringTimestamp(body, hdr) == nil {

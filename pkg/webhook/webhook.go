@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/creditgate/creditgate/pkg/ledger"
 )
@@ -26,6 +28,10 @@ const MaxBodyBytes = 1 << 20
 
 // RetryAfterSeconds is the Retry-After sent with a 503.
 const RetryAfterSeconds = 5
+
+// DefaultBodyMemory is the default bound on the bytes of all request bodies
+// held at once (BodyMemory).
+const DefaultBodyMemory = 16 << 20
 
 // Processor applies a verified delivery; ledger.Service implements it.
 type Processor interface {
@@ -45,6 +51,8 @@ type Handler struct {
 	// not abort a transaction half way to its outcome.
 	timeout time.Duration
 	tracing bool
+	// bodies bounds the memory of the bodies in flight, in bytes.
+	bodies *semaphore.Weighted
 }
 
 // Config holds a Handler's dependencies.
@@ -61,6 +69,11 @@ type Config struct {
 	// HTTPTracing wraps the router in otelhttp's server spans. Off when no
 	// exporter is configured: the wrapper costs CPU even with a no-op tracer.
 	HTTPTracing bool
+	// BodyMemory bounds the bytes of all webhook bodies held at once, from
+	// the first byte read until the delivery is answered; a delivery that
+	// does not fit is answered 503 (Svix retries it) instead of growing the
+	// process towards its memory limit. 0 means DefaultBodyMemory.
+	BodyMemory int64
 }
 
 // New returns a Handler.
@@ -68,9 +81,13 @@ func New(c Config) *Handler {
 	if c.ProcessTimeout <= 0 {
 		c.ProcessTimeout = 10 * time.Second
 	}
+	if c.BodyMemory <= 0 {
+		c.BodyMemory = DefaultBodyMemory
+	}
 	return &Handler{
 		verifier: c.Verifier, proc: c.Processor, ready: c.Ready, metrics: c.Metrics,
 		log: c.Logger, tracer: c.Tracer, timeout: c.ProcessTimeout, tracing: c.HTTPTracing,
+		bodies: semaphore.NewWeighted(max(c.BodyMemory, MaxBodyBytes)),
 	}
 }
 
@@ -80,7 +97,11 @@ type errorBody struct {
 	SvixID string `json:"svix_id,omitempty"`
 }
 
-// clerk handles POST /api/webhooks/clerk.
+// clerk handles POST /api/webhooks/clerk. Cheap checks come first and the
+// body is read last: a request without plausible Svix headers is answered
+// without reading a byte of its body, and the bodies that are read share a
+// fixed memory budget, so that no flood, signed or not, can take the process
+// past its memory limit.
 func (h *Handler) clerk(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if r.ContentLength > MaxBodyBytes {
@@ -88,35 +109,37 @@ func (h *Handler) clerk(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Error: "body larger than 1 MiB"})
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	sh, err := h.verifier.CheckHeaders(r.Header)
 	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			h.metrics.deliveries.WithLabelValues(outcomeTooLarge).Inc()
-			writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Error: "body larger than 1 MiB"})
-			return
-		}
-		h.metrics.deliveries.WithLabelValues(outcomeBadRequest).Inc()
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "read body: " + err.Error()})
+		h.refuse(w, r, err)
 		return
 	}
-
-	if err := h.verifier.Verify(body, r.Header); err != nil {
-		var ve *VerifyError
-		errors.As(err, &ve)
-		h.metrics.verifyFailed.WithLabelValues(ve.Reason).Inc()
-		status := http.StatusUnauthorized
-		if ve.Reason == ReasonMissingHeaders || ve.Reason == ReasonInvalidHeaders {
+	body, release, err := h.readBody(w, r)
+	if err != nil {
+		var status int
+		switch {
+		case errors.Is(err, errBusy):
+			status = http.StatusServiceUnavailable
+			h.metrics.deliveries.WithLabelValues(outcomeOverloaded).Inc()
+			w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+			h.log.WarnContext(ctx, "webhook refused: bodies in flight use the whole body memory budget", "svix_id", sh.ID)
+		case errors.Is(err, errTooLarge):
+			status = http.StatusRequestEntityTooLarge
+			h.metrics.deliveries.WithLabelValues(outcomeTooLarge).Inc()
+		default:
 			status = http.StatusBadRequest
 			h.metrics.deliveries.WithLabelValues(outcomeBadRequest).Inc()
-		} else {
-			h.metrics.deliveries.WithLabelValues(outcomeUnauthorized).Inc()
 		}
-		h.log.WarnContext(ctx, "webhook refused", "reason", ve.Reason, "error", ve.Detail)
-		writeJSON(w, status, errorBody{Error: ve.Detail, Reason: ve.Reason})
+		writeJSON(w, status, errorBody{Error: err.Error()})
+		return
+	}
+	defer release()
+	if err := h.verifier.VerifySignature(body, sh); err != nil {
+		h.refuse(w, r, err)
 		return
 	}
 
-	d := ledger.Delivery{SvixID: r.Header.Get("svix-id"), Body: body, ReceivedAt: time.Now()}
+	d := ledger.Delivery{SvixID: sh.ID, Body: body, ReceivedAt: time.Now()}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.timeout)
 	defer cancel()
 	pctx, span := h.tracer.Start(pctx, "clerk.webhook.process",
@@ -140,6 +163,11 @@ func (h *Handler) clerk(w http.ResponseWriter, r *http.Request) {
 		if res.CreditsGranted > 0 {
 			h.metrics.credits.Add(float64(res.CreditsGranted))
 		}
+		for _, f := range res.IgnoredFields {
+			h.metrics.ignored.WithLabelValues(f.Field).Inc()
+			h.log.WarnContext(ctx, "webhook field left out", "svix_id", d.SvixID, "clerk_user_id", res.ClerkUserID,
+				"field", f.Field, "reason", f.Reason)
+		}
 		h.log.InfoContext(ctx, "webhook handled", "svix_id", d.SvixID, "event_type", res.EventType,
 			"clerk_user_id", res.ClerkUserID, "outcome", outcome, "credits_granted", res.CreditsGranted)
 		writeJSON(w, http.StatusOK, res)
@@ -156,6 +184,85 @@ func (h *Handler) clerk(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
 		}
 		writeJSON(w, status, errorBody{Error: http.StatusText(status), SvixID: d.SvixID})
+	}
+}
+
+// refuse answers a delivery that failed Svix verification.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	var ve *VerifyError
+	if !errors.As(err, &ve) {
+		ve = &VerifyError{Reason: ReasonInvalidHeaders, Detail: err.Error()}
+	}
+	h.metrics.verifyFailed.WithLabelValues(ve.Reason).Inc()
+	status := http.StatusUnauthorized
+	if ve.Reason == ReasonMissingHeaders || ve.Reason == ReasonInvalidHeaders {
+		status = http.StatusBadRequest
+		h.metrics.deliveries.WithLabelValues(outcomeBadRequest).Inc()
+	} else {
+		h.metrics.deliveries.WithLabelValues(outcomeUnauthorized).Inc()
+	}
+	h.log.WarnContext(r.Context(), "webhook refused", "reason", ve.Reason, "error", ve.Detail)
+	writeJSON(w, status, errorBody{Error: ve.Detail, Reason: ve.Reason})
+}
+
+var (
+	errBusy     = errors.New("too many deliveries in flight: retry later")
+	errTooLarge = errors.New("body larger than 1 MiB")
+)
+
+// readChunk is how much of the budget a body of unknown length takes at a time.
+const readChunk = 64 << 10
+
+// readBody reads the whole body within the memory budget. A body of known
+// length reserves its length up front; one sent chunked reserves as it
+// grows. release returns the reservation once the delivery is answered.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), err error) {
+	src := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	var held int64
+	release = func() { h.bodies.Release(held) }
+	reserve := func(n int64) bool {
+		if !h.bodies.TryAcquire(n) {
+			return false
+		}
+		held += n
+		return true
+	}
+	fail := func(err error) ([]byte, func(), error) {
+		release()
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, nil, errTooLarge
+		}
+		if errors.Is(err, errBusy) {
+			return nil, nil, err
+		}
+		return nil, nil, fmt.Errorf("read body: %w", err)
+	}
+	if n := r.ContentLength; n >= 0 {
+		if !reserve(n) {
+			return fail(errBusy)
+		}
+		body = make([]byte, n)
+		if _, err := io.ReadFull(src, body); err != nil {
+			return fail(err)
+		}
+		return body, release, nil
+	}
+	for {
+		if len(body) == cap(body) {
+			grow := int64(readChunk)
+			if !reserve(grow) {
+				return fail(errBusy)
+			}
+			body = append(body, make([]byte, grow)...)[:len(body)]
+		}
+		n, err := src.Read(body[len(body):cap(body)])
+		body = body[:len(body)+n]
+		if err == io.EOF {
+			return body, release, nil
+		}
+		if err != nil {
+			return fail(err)
+		}
 	}
 }
 
