@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func envMap(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -19,6 +20,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.SignupCredits != 20 || c.HTTPAddr != ":8080" || c.MetricsAddr != ":9090" || c.DBMaxConns != 10 ||
+		c.DBLockTimeout != 5*time.Second || c.BodyMemory != 16<<20 ||
 		c.LogFormat != "json" || c.LogLevel != "info" || len(c.Secrets) != 2 || !c.ForfeitOnDelete {
 		t.Errorf("defaults = %+v", c)
 	}
@@ -41,6 +43,23 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 			"LOG_LEVEL:", "LOG_FORMAT:", "SHUTDOWN_TIMEOUT:"}},
 		{"secret not base64", map[string]string{"DATABASE_URL": "postgres://x/y", "CLERK_WEBHOOK_SIGNING_SECRET": "whsec_!!!notbase64"},
 			[]string{"CLERK_WEBHOOK_SIGNING_SECRET: secret 1 of 1 is not valid base64"}},
+		// An empty key signs bodies anyone can forge; a one-byte key fell to
+		// 43 guesses.
+		{"empty key", map[string]string{"DATABASE_URL": "postgres://x/y", "CLERK_WEBHOOK_SIGNING_SECRET": "whsec_"},
+			[]string{"CLERK_WEBHOOK_SIGNING_SECRET: secret 1 of 1 is too weak: its key is 0 bytes, at least 16"}},
+		{"one-byte key", map[string]string{"DATABASE_URL": "postgres://x/y", "CLERK_WEBHOOK_SIGNING_SECRET": "whsec_YQ=="},
+			[]string{"CLERK_WEBHOOK_SIGNING_SECRET: secret 1 of 1 is too weak: its key is 1 bytes"}},
+		{"15-byte key beside a good one", map[string]string{"DATABASE_URL": "postgres://x/y",
+			"CLERK_WEBHOOK_SIGNING_SECRET": testSecret + " whsec_MDEyMzQ1Njc4OWFiY2Rl"},
+			[]string{"CLERK_WEBHOOK_SIGNING_SECRET: secret 2 of 2 is too weak: its key is 15 bytes"}},
+		// pgx's own message would echo the URL, password included.
+		{"unparsable database URL", map[string]string{"DATABASE_URL": "postgres://user:s3cr%t@db:5432/x", "CLERK_WEBHOOK_SIGNING_SECRET": testSecret},
+			[]string{"DATABASE_URL: not a valid PostgreSQL URL"}},
+		{"database URL with a bad port", map[string]string{"DATABASE_URL": "postgres://user:s3cr3t@db:port/x", "CLERK_WEBHOOK_SIGNING_SECRET": testSecret},
+			[]string{"DATABASE_URL: not a valid PostgreSQL URL"}},
+		{"sizes and timeouts", map[string]string{"DATABASE_URL": "postgres://x/y", "CLERK_WEBHOOK_SIGNING_SECRET": testSecret,
+			"BODY_MEMORY_LIMIT": "12", "DB_LOCK_TIMEOUT": "forever"},
+			[]string{"BODY_MEMORY_LIMIT: must be a size from 1MiB to 4GiB such as 16MiB", "DB_LOCK_TIMEOUT: must be a duration"}},
 	}
 	for _, tt := range tests {
 		_, _, err := loadConfig(envMap(tt.env), true)
@@ -53,7 +72,7 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 				t.Errorf("%s: error %q does not mention %q", tt.name, err, w)
 			}
 		}
-		for _, secret := range []string{"sk_live_supersecret", "!!!notbase64"} {
+		for _, secret := range []string{"sk_live_supersecret", "!!!notbase64", "s3cr", "YQ==", "MDEyMzQ1Njc4OWFiY2Rl"} {
 			if strings.Contains(err.Error(), secret) {
 				t.Errorf("%s: error leaks a secret: %q", tt.name, err)
 			}

@@ -1,6 +1,8 @@
 package webhook
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -9,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	svix "github.com/svix/svix-webhooks/go"
 )
 
 // Verification failure reasons; they are metric label values.
@@ -38,7 +39,8 @@ func (e *VerifyError) Error() string { return e.Detail }
 // Verifier checks Svix signatures against one or more signing secrets, so an
 // operator can rotate CLERK_WEBHOOK_SIGNING_SECRET without dropping deliveries.
 type Verifier struct {
-	hooks []*svix.Webhook
+	// keys are the signing keys, decoded from their whsec_ secrets.
+	keys [][]byte
 	now   func() time.Time
 }
 
@@ -84,11 +86,7 @@ func NewVerifier(secrets []string) (*Verifier, error) {
 				"(copy the endpoint's signing secret from Clerk's dashboard: its keys are 24 bytes)",
 				i+1, len(secrets), len(key), MinSecretBytes)
 		}
-		wh, err := svix.NewWebhookRaw(key)
-		if err != nil {
-			return nil, fmt.Errorf("secret %d of %d: %w", i+1, len(secrets), err)
-		}
-		v.hooks = append(v.hooks, wh)
+		v.keys = append(v.keys, key)
 	}
 	return v, nil
 }
@@ -96,13 +94,14 @@ func NewVerifier(secrets []string) (*Verifier, error) {
 // Headers are a delivery's Svix headers, checked for presence, format and
 // timestamp window but not yet for the signature.
 type Headers struct {
-	ID, Timestamp, Signature string
+	ID, Signature string
+	// Timestamp is svix-timestamp in Unix seconds.
+	Timestamp int64
 }
 
 // Verify checks the Svix headers and signature over the raw body. The header
 // checks come first so that each failure has a precise reason; the signature
-// itself is checked by svix-webhooks, which accepts any of several v1
-// signatures in one header (Svix's own rotation).
+// itself is any of several v1 signatures in one header (Svix's own rotation).
 func (v *Verifier) Verify(body []byte, h http.Header) error {
 	sh, err := v.CheckHeaders(h)
 	if err != nil {
@@ -148,20 +147,40 @@ func (v *Verifier) CheckHeaders(h http.Header) (Headers, error) {
 	case t.Sub(now) > Tolerance:
 		return Headers{}, &VerifyError{ReasonTimestampTooNew, "svix-timestamp is more than 5 minutes in the future"}
 	}
-	return Headers{ID: id, Timestamp: ts, Signature: sig}, nil
+	return Headers{ID: id, Timestamp: sec, Signature: sig}, nil
 }
 
-// VerifySignature checks the body against headers that passed CheckHeaders.
+// VerifySignature checks the body against headers that passed CheckHeaders:
+// Svix's v1 scheme, an HMAC-SHA256 with the signing key over
+// "{svix-id}.{svix-timestamp}.{body}", base64, matched against each
+// space-separated "v1,<signature>" of svix-signature. It is computed here
+// rather than with svix-webhooks' Verify, which builds that string with
+// fmt.Sprintf and copies it again: three to four copies of every body, 4 MiB
+// of garbage per 1 MiB delivery and per secret, which under a flood of
+// forged 1 MiB bodies took the process to 94 MiB. Tests sign with
+// svix-webhooks and check that both always agree.
 func (v *Verifier) VerifySignature(body []byte, sh Headers) error {
-	// Only the svix-* headers: svix-webhooks would fall back to webhook-*.
-	hdr := http.Header{}
-	hdr.Set("svix-id", sh.ID)
-	hdr.Set("svix-timestamp", sh.Timestamp)
-	hdr.Set("svix-signature", sh.Signature)
-	for _, wh := range v.hooks {
-		// The timestamp was checked above, with a precise reason.
-		if wh.VerifyIgnoringTimestamp(body, hdr) == nil {
-			return nil
+	var prefix []byte
+	prefix = append(prefix, sh.ID...)
+	prefix = append(prefix, '.')
+	prefix = strconv.AppendInt(prefix, sh.Timestamp, 10)
+	prefix = append(prefix, '.')
+	// A v1 signature is the 44-character base64 of a 32-byte HMAC.
+	const sigLen = 44
+	var got [sha256.Size + 1]byte
+	for _, key := range v.keys {
+		mac := hmac.New(sha256.New, key)
+		mac.Write(prefix)
+		mac.Write(body)
+		want := mac.Sum(nil)
+		for _, versioned := range strings.Split(sh.Signature, " ") {
+			version, sig, ok := strings.Cut(versioned, ",")
+			if !ok || version != "v1" || len(sig) != sigLen {
+				continue
+			}
+			if n, err := base64.StdEncoding.Decode(got[:], []byte(sig)); err == nil && n == sha256.Size && hmac.Equal(got[:n], want) {
+				return nil
+			}
 		}
 	}
 	return &VerifyError{ReasonInvalidSignature, "no signature matches a configured signing secret"}

@@ -289,3 +289,47 @@ func TestVerify(t *testing.T) {
 		})
 	}
 }
+
+// FuzzVerifyAgreesWithSvix: the verifier computes Svix's v1 HMAC itself
+// (svix-webhooks' Verify copies every body three to four times); for any
+// body, id, timestamp and signature header, both must agree.
+func FuzzVerifyAgreesWithSvix(f *testing.F) {
+	now := time.Now()
+	good := func(body string) string {
+		wh, _ := svix.NewWebhook(secretA)
+		s, _ := wh.Sign("msg_1", now, []byte(body))
+		return s
+	}
+	f.Add([]byte(`{"type":"user.created"}`), "msg_1", int64(0), good(`{"type":"user.created"}`))
+	f.Add([]byte(`{}`), "msg_1", int64(0), "v1,bad v2,x "+good(`{}`))
+	f.Add([]byte(`{}`), "msg_1", int64(0), good(`{}`)+" v1,"+strings.Repeat("A", 43)+"=")
+	f.Add([]byte(""), "msg_1", int64(0), "v1a,"+strings.TrimPrefix(good(""), "v1,"))
+	f.Add([]byte("x"), "msg_2", int64(0), good("x"))
+	f.Add([]byte("x"), "msg_1", int64(1), good("x"))
+	f.Add([]byte("x"), "msg_1", int64(0), strings.Replace(good("x"), "=", "", 1))
+	f.Add([]byte("x"), "msg_1", int64(0), good("x")+"  ")
+	f.Fuzz(func(t *testing.T, body []byte, id string, skew int64, sig string) {
+		v, err := webhook.NewVerifier([]string{secretA, secretB})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := now.Add(time.Duration(skew%120) * time.Second)
+		h := http.Header{}
+		h.Set("svix-id", id)
+		h.Set("svix-timestamp", strconv.FormatInt(ts.Unix(), 10))
+		h.Set("svix-signature", sig)
+		sh, err := v.CheckHeaders(h)
+		if err != nil {
+			return // refused before the signature: no comparison to make
+		}
+		ours := v.VerifySignature(body, sh) == nil
+		theirs := false
+		for _, s := range []string{secretA, secretB} {
+			wh, _ := svix.NewWebhook(s)
+			theirs = theirs || wh.VerifyIgnoringTimestamp(body, h) == nil
+		}
+		if ours != theirs {
+			t.Fatalf("verifier says %v, svix-webhooks says %v (id %q, signature %q)", ours, theirs, id, sig)
+		}
+	})
+}
