@@ -198,11 +198,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return report(stdout, reconcile.Summary{Outcome: postgres.RunSkipped, StartedAt: time.Now().UTC()}, nil)
 	}
 	defer release()
+	// Holding the lock, no other run is live: a run still recorded as running
+	// was killed before it could record its end.
+	abandoned, err := store.AbandonRuns(ctx)
+	if err != nil {
+		return err
+	}
+	if abandoned > 0 {
+		log.WarnContext(ctx, "marked runs that never recorded their end as abandoned", "runs", abandoned)
+	}
 	runID, err := store.StartRun(ctx)
 	if err != nil {
 		return err
 	}
 	sum, runErr := rec.Run(ctx)
+	sum.AbandonedRuns = int(abandoned)
 	// Record the end even when the run was cut short.
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer fcancel()

@@ -307,11 +307,37 @@ func (s *Store) LedgerDrift(ctx context.Context, limit int) ([]ledger.Drift, int
 
 // Run outcomes recorded in reconcile_runs.
 const (
-	RunSuccess = "success"
-	RunPartial = "partial"
-	RunFailed  = "failed"
-	RunSkipped = "skipped"
+	RunRunning   = "running"
+	RunSuccess   = "success"
+	RunPartial   = "partial"
+	RunFailed    = "failed"
+	RunSkipped   = "skipped"
+	RunAbandoned = "abandoned"
 )
+
+// abandonedRunError is the error recorded on a run marked abandoned.
+const abandonedRunError = "abandoned: the run never recorded its end (its process was killed " +
+	"without a chance to, e.g. SIGKILL on OOM or after a deadline's grace period, or its last write failed); " +
+	"marked by the next run, so finished_at is when that run started"
+
+// AbandonRuns marks every run still recorded as running abandoned, in one
+// statement, and returns how many it marked. Call it only while holding the
+// reconciler's lock (TryReconcileLock) and before StartRun: then no other run
+// is live, so a running row is one whose process died without recording its
+// end.
+func (s *Store) AbandonRuns(ctx context.Context) (int64, error) {
+	res, err := s.db.ExecContext(ctx,
+		"UPDATE reconcile_runs SET outcome = ?, finished_at = now(), error = ? WHERE outcome = ?",
+		RunAbandoned, abandonedRunError, RunRunning)
+	if err != nil {
+		return 0, fmt.Errorf("mark abandoned runs: %w", mapError(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("mark abandoned runs: rows affected: %w", err)
+	}
+	return n, nil
+}
 
 // StartRun records the start of a reconciler run and returns its id.
 func (s *Store) StartRun(ctx context.Context) (int64, error) {
