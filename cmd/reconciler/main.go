@@ -2,7 +2,8 @@
 // exits: it re-runs failed webhook events, backfills Clerk users the webhooks
 // missed, grants missing signup credits, retries Clerk metadata writes and
 // audits the ledger. It exits non-zero only when it could not run at all;
-// item failures are recorded, counted and retried next run.
+// item failures are recorded, counted and retried next run. `reconciler
+// requeue` sets dead events back to failed for the next pass to re-run.
 package main
 
 import (
@@ -30,10 +31,13 @@ import (
 
 var version = "dev"
 
-const usage = `Usage: reconciler [--dry-run] | reconciler env
+const usage = `Usage: reconciler [--dry-run] | reconciler requeue ... | reconciler env
 
 One bounded reconcile pass, then exit; prints a one-line JSON summary on stdout.
   --dry-run   report what would be done and change nothing
+  requeue     set dead webhook events back to failed for the next run to re-run:
+              requeue (--svix-id ID [--svix-id ID ...] | --since RFC3339-TIME) [--dry-run]
+              (reconciler requeue --help tells more)
   env         list the environment variables it reads
 
 Environment:
@@ -113,6 +117,9 @@ func loadConfig(getenv func(string) string) (config, []string, error) {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "requeue" {
+		return runRequeue(ctx, args[1:], getenv, stdout, stderr)
+	}
 	if len(args) == 1 && args[0] == "env" {
 		// The variables this binary reads, derived from loadConfig itself.
 		_, names, _ := loadConfig(func(string) string { return "" })
@@ -198,11 +205,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return report(stdout, reconcile.Summary{Outcome: postgres.RunSkipped, StartedAt: time.Now().UTC()}, nil)
 	}
 	defer release()
+	// Holding the lock, no other run is live: a run still recorded as running
+	// was killed before it could record its end.
+	abandoned, err := store.AbandonRuns(ctx)
+	if err != nil {
+		return err
+	}
+	if abandoned > 0 {
+		log.WarnContext(ctx, "marked runs that never recorded their end as abandoned", "runs", abandoned)
+	}
 	runID, err := store.StartRun(ctx)
 	if err != nil {
 		return err
 	}
 	sum, runErr := rec.Run(ctx)
+	sum.AbandonedRuns = int(abandoned)
 	// Record the end even when the run was cut short.
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer fcancel()

@@ -12,7 +12,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/creditgate/creditgate/pkg/pgtest"
+	"github.com/creditgate/creditgate/pkg/postgres"
 	"github.com/creditgate/creditgate/pkg/reconcile"
 )
 
@@ -119,5 +122,74 @@ func TestPushgateway(t *testing.T) {
 		}
 	default:
 		t.Error("nothing pushed to the Pushgateway")
+	}
+}
+
+// TestKilledRunMarkedAbandoned: a run killed before it recorded its end (as
+// SIGKILL leaves it) stays running only until the next real run holds the
+// lock; a dry run and a run that finds the lock held leave it alone, since the
+// run may still be live.
+func TestKilledRunMarkedAbandoned(t *testing.T) {
+	t.Parallel()
+	db, url := pgtest.New(t)
+	ctx := context.Background()
+	var killed int64
+	if err := db.QueryRowContext(ctx, "INSERT INTO reconcile_runs DEFAULT VALUES RETURNING id").Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	getenv := envMap(map[string]string{"DATABASE_URL": url, "LOG_LEVEL": "error"})
+	outcome := func() (outcome string, finished bool, errText string) {
+		t.Helper()
+		err := db.QueryRowContext(ctx, "SELECT outcome, finished_at IS NOT NULL, COALESCE(error, '') FROM reconcile_runs WHERE id = ?", killed).
+			Scan(&outcome, &finished, &errText)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return outcome, finished, errText
+	}
+	summary := func(args []string) reconcile.Summary {
+		t.Helper()
+		var out bytes.Buffer
+		if err := run(ctx, args, getenv, &out, &bytes.Buffer{}); err != nil {
+			t.Fatal(err)
+		}
+		var s reconcile.Summary
+		if err := json.Unmarshal(out.Bytes(), &s); err != nil {
+			t.Fatalf("summary %q: %v", out.String(), err)
+		}
+		return s
+	}
+
+	if s := summary([]string{"--dry-run"}); s.AbandonedRuns != 0 {
+		t.Errorf("dry run abandoned %d runs", s.AbandonedRuns)
+	}
+	// Another reconciler holds the lock: the running row may be its own.
+	release, ok, err := postgres.NewStore(db).TryReconcileLock(ctx)
+	if err != nil || !ok {
+		t.Fatalf("take the lock: %v, %v", ok, err)
+	}
+	if s := summary(nil); s.Outcome != postgres.RunSkipped || s.AbandonedRuns != 0 {
+		t.Errorf("run beside a live one = %+v, want skipped, nothing abandoned", s)
+	}
+	release()
+	if o, _, _ := outcome(); o != postgres.RunRunning {
+		t.Fatalf("before a real run: outcome %q, want running", o)
+	}
+
+	if s := summary(nil); s.Outcome != postgres.RunSuccess || s.AbandonedRuns != 1 {
+		t.Errorf("run = %+v, want success with 1 run abandoned", s)
+	}
+	if o, finished, e := outcome(); o != postgres.RunAbandoned || !finished || !strings.Contains(e, "killed") {
+		t.Errorf("killed run: outcome %q, finished %v, error %q; want abandoned, finished, saying why", o, finished, e)
+	}
+	var outcomes []string
+	if err := db.NewRaw("SELECT outcome FROM reconcile_runs ORDER BY id").Scan(ctx, &outcomes); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"abandoned", "success"}, outcomes); diff != "" {
+		t.Errorf("runs (-want +got):\n%s", diff)
+	}
+	if s := summary(nil); s.AbandonedRuns != 0 {
+		t.Errorf("next run abandoned %d runs, want 0", s.AbandonedRuns)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/creditgate/creditgate/pkg/ledger"
 )
@@ -80,6 +81,96 @@ func (s *Store) MarkDead(ctx context.Context, svixID string, maxAttempts int) (b
 	}
 	n, err := res.RowsAffected()
 	return n == 1, err
+}
+
+// RequeuedEvent is a dead event set back to failed by a requeue.
+type RequeuedEvent struct {
+	SvixID     string    `bun:"svix_id"`
+	ReceivedAt time.Time `bun:"received_at"`
+}
+
+// Requeue is what a requeue of dead events did, or in a dry run would do.
+type Requeue struct {
+	// Requeued lists the events moved from dead to failed, oldest first.
+	Requeued []RequeuedEvent
+	// NotDead maps each svix id asked for that is stored but not dead to its
+	// status (e.g. failed when an earlier requeue already moved it).
+	NotDead map[string]string
+	// NotFound lists the svix ids asked for that no event has, in order asked.
+	NotFound []string
+}
+
+// requeueCTE moves the dead events matching where back to failed with their
+// attempts reset, so that the reconciler's failed-events pass re-runs them
+// with a full set of attempts; last_error is kept. It is one UPDATE guarded
+// by status = 'dead', so a second requeue changes nothing. A dry run selects
+// the same rows instead.
+func requeueCTE(where string, dryRun bool) string {
+	if dryRun {
+		return "SELECT w.svix_id, w.received_at FROM webhook_events w WHERE w.status = 'dead' AND " + where
+	}
+	return "UPDATE webhook_events w SET status = 'failed', attempts = 0 WHERE w.status = 'dead' AND " + where +
+		" RETURNING w.svix_id, w.received_at"
+}
+
+// RequeueDeadEvents sets the dead events among svixIDs back to failed, in one
+// statement, and reports what became of every id asked for. Running it again
+// changes nothing: the events are no longer dead.
+func (s *Store) RequeueDeadEvents(ctx context.Context, svixIDs []string, dryRun bool) (Requeue, error) {
+	var rows []struct {
+		SvixID     string         `bun:"svix_id"`
+		Requeued   bool           `bun:"requeued"`
+		Status     sql.NullString `bun:"status"`
+		ReceivedAt sql.NullTime   `bun:"received_at"`
+	}
+	// The outer SELECT reads webhook_events as it was before the UPDATE, so
+	// status is the status that made an id not requeued.
+	q := `
+WITH asked AS (
+	SELECT svix_id, ord FROM unnest(?0::text[]) WITH ORDINALITY AS a(svix_id, ord)
+), requeued AS (` + requeueCTE("w.svix_id IN (SELECT svix_id FROM asked)", dryRun) + `)
+SELECT a.svix_id, r.svix_id IS NOT NULL AS requeued, w.status, w.received_at
+FROM asked a
+LEFT JOIN requeued r ON r.svix_id = a.svix_id
+LEFT JOIN webhook_events w ON w.svix_id = a.svix_id
+ORDER BY w.received_at, a.ord`
+	asked := make([]string, 0, len(svixIDs))
+	seen := make(map[string]bool, len(svixIDs))
+	for _, id := range svixIDs {
+		if !seen[id] {
+			seen[id] = true
+			asked = append(asked, id)
+		}
+	}
+	if err := s.db.NewRaw(q, pgdialect.Array(asked)).Scan(ctx, &rows); err != nil {
+		return Requeue{}, fmt.Errorf("requeue %d dead events by svix id: %w", len(svixIDs), mapError(err))
+	}
+	out := Requeue{Requeued: []RequeuedEvent{}, NotDead: map[string]string{}, NotFound: []string{}}
+	for _, r := range rows {
+		switch {
+		case r.Requeued:
+			out.Requeued = append(out.Requeued, RequeuedEvent{SvixID: r.SvixID, ReceivedAt: r.ReceivedAt.Time})
+		case r.Status.Valid:
+			out.NotDead[r.SvixID] = r.Status.String
+		default:
+			out.NotFound = append(out.NotFound, r.SvixID)
+		}
+	}
+	return out, nil
+}
+
+// RequeueDeadEventsSince sets every dead event received at or after since
+// back to failed, in one statement. Running it again changes nothing.
+func (s *Store) RequeueDeadEventsSince(ctx context.Context, since time.Time, dryRun bool) (Requeue, error) {
+	out := Requeue{Requeued: []RequeuedEvent{}}
+	q := "WITH requeued AS (" + requeueCTE("w.received_at >= ?0", dryRun) + ") SELECT svix_id, received_at FROM requeued ORDER BY received_at, svix_id"
+	if err := s.db.NewRaw(q, since).Scan(ctx, &out.Requeued); err != nil {
+		return Requeue{}, fmt.Errorf("requeue dead events received since %s: %w", since.Format(time.RFC3339), mapError(err))
+	}
+	if out.Requeued == nil {
+		out.Requeued = []RequeuedEvent{}
+	}
+	return out, nil
 }
 
 // usersWithoutSignupSQL finds live users that lack their signup credit. It
@@ -310,11 +401,37 @@ func (s *Store) LedgerDrift(ctx context.Context, limit int) ([]ledger.Drift, int
 
 // Run outcomes recorded in reconcile_runs.
 const (
-	RunSuccess = "success"
-	RunPartial = "partial"
-	RunFailed  = "failed"
-	RunSkipped = "skipped"
+	RunRunning   = "running"
+	RunSuccess   = "success"
+	RunPartial   = "partial"
+	RunFailed    = "failed"
+	RunSkipped   = "skipped"
+	RunAbandoned = "abandoned"
 )
+
+// abandonedRunError is the error recorded on a run marked abandoned.
+const abandonedRunError = "abandoned: the run never recorded its end (its process was killed " +
+	"without a chance to, e.g. SIGKILL on OOM or after a deadline's grace period, or its last write failed); " +
+	"marked by the next run, so finished_at is when that run started"
+
+// AbandonRuns marks every run still recorded as running abandoned, in one
+// statement, and returns how many it marked. Call it only while holding the
+// reconciler's lock (TryReconcileLock) and before StartRun: then no other run
+// is live, so a running row is one whose process died without recording its
+// end.
+func (s *Store) AbandonRuns(ctx context.Context) (int64, error) {
+	res, err := s.db.ExecContext(ctx,
+		"UPDATE reconcile_runs SET outcome = ?, finished_at = now(), error = ? WHERE outcome = ?",
+		RunAbandoned, abandonedRunError, RunRunning)
+	if err != nil {
+		return 0, fmt.Errorf("mark abandoned runs: %w", mapError(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("mark abandoned runs: rows affected: %w", err)
+	}
+	return n, nil
+}
 
 // StartRun records the start of a reconciler run and returns its id.
 func (s *Store) StartRun(ctx context.Context) (int64, error) {

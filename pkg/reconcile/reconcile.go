@@ -102,6 +102,9 @@ type Summary struct {
 	Outbox    PassSummary `json:"outbox"`
 	Drift     int         `json:"ledger_drift_users"`
 	Watermark *time.Time  `json:"backfill_watermark,omitempty"`
+	// AbandonedRuns counts the earlier runs this one found still recorded as
+	// running (killed before they recorded their end) and marked abandoned.
+	AbandonedRuns int `json:"abandoned_runs,omitempty"`
 }
 
 // Failures is the number of items that failed in the run.
