@@ -20,7 +20,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.SignupCredits != 20 || c.HTTPAddr != ":8080" || c.MetricsAddr != ":9090" || c.DBMaxConns != 10 ||
-		c.DBLockTimeout != 5*time.Second || c.BodyMemory != 16<<20 ||
+		c.DBLockTimeout != 5*time.Second || c.BodyMemory != 8<<20 ||
 		c.LogFormat != "json" || c.LogLevel != "info" || len(c.Secrets) != 2 || !c.ForfeitOnDelete {
 		t.Errorf("defaults = %+v", c)
 	}

@@ -51,7 +51,7 @@ Environment:
   LOG_FORMAT                    json|text (default json)
   DB_MAX_CONNS                  database pool size (default 10)
   DB_LOCK_TIMEOUT               longest wait for a row lock before a delivery answers 503 (default 5s)
-  BODY_MEMORY_LIMIT             bytes of webhook bodies held at once; beyond it deliveries get 503 (default 16MiB)
+  BODY_MEMORY_LIMIT             bytes of webhook bodies held at once; beyond it deliveries get 503 (default 8MiB)
   SHUTDOWN_DELAY                after SIGTERM, report not-ready this long before draining (default 0s)
   SHUTDOWN_TIMEOUT              longest drain of in-flight requests (default 20s)
   CLERK_SECRET_KEY              Clerk Backend API key; when set, signup grants are written to the user's public metadata

@@ -22,7 +22,10 @@ import (
 	"github.com/creditgate/creditgate/pkg/postgres"
 )
 
-const templateDB = "creditgate_template"
+// templateDB is this test binary's template: one per process, so that test
+// binaries (or fuzz workers) sharing one TEST_DATABASE_URL server never drop
+// or clone each other's.
+var templateDB = fmt.Sprintf("creditgate_template_%d", os.Getpid())
 
 var (
 	server  *pglocal.Server // nil when TEST_DATABASE_URL is used
@@ -40,6 +43,7 @@ func Main(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
+	_, _ = admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+templateDB+" WITH (FORCE)")
 	admin.Close()
 	if server != nil {
 		_ = server.Close()
@@ -47,11 +51,21 @@ func Main(m *testing.M) int {
 	return code
 }
 
+// sharedURLEnv passes the server this process started to the processes it
+// starts itself: `go test -fuzz` runs the fuzz function in worker processes,
+// children of this one, which would otherwise each start a server of their
+// own (and leak it when the coordinator kills them at the end).
+const sharedURLEnv = "CREDITGATE_PGTEST_PARENT_URL"
+
 func setup(ctx context.Context) error {
 	var err error
-	if raw := os.Getenv("TEST_DATABASE_URL"); raw != "" {
+	raw, name := os.Getenv("TEST_DATABASE_URL"), "TEST_DATABASE_URL"
+	if raw == "" {
+		raw, name = os.Getenv(sharedURLEnv), sharedURLEnv
+	}
+	if raw != "" {
 		if baseURL, err = url.Parse(raw); err != nil {
-			return fmt.Errorf("TEST_DATABASE_URL: %w", err)
+			return fmt.Errorf("%s: %w", name, err)
 		}
 	} else {
 		server, err = pglocal.Start(ctx, pglocal.Options{})
@@ -59,6 +73,9 @@ func setup(ctx context.Context) error {
 			return fmt.Errorf("start PostgreSQL: %w (or set TEST_DATABASE_URL to a server whose user may CREATE DATABASE)", err)
 		}
 		baseURL, _ = url.Parse(server.URL("postgres"))
+		if err := os.Setenv(sharedURLEnv, baseURL.String()); err != nil {
+			return err
+		}
 	}
 	admin, err = postgres.Open(urlFor("postgres"), postgres.Options{MaxConns: 2})
 	if err != nil {

@@ -35,17 +35,19 @@ type env struct {
 	client *http.Client
 	db     *bun.DB
 	reg    *prometheus.Registry
+	// handler is the router itself, for callers that skip the network.
+	handler http.Handler
 }
 
 // newEnv serves a receiver that accepts signatures made with any of secrets
 // (secretA when none is given).
-func newEnv(t *testing.T, secrets ...string) *env {
+func newEnv(t testing.TB, secrets ...string) *env {
 	t.Helper()
 	return newEnvWith(t, func(*webhook.Config) {}, secrets...)
 }
 
 // newEnvWith is newEnv with the handler's configuration adjusted by tune.
-func newEnvWith(t *testing.T, tune func(*webhook.Config), secrets ...string) *env {
+func newEnvWith(t testing.TB, tune func(*webhook.Config), secrets ...string) *env {
 	t.Helper()
 	if len(secrets) == 0 {
 		secrets = []string{secretA}
@@ -70,7 +72,7 @@ func newEnvWith(t *testing.T, tune func(*webhook.Config), secrets ...string) *en
 	h := webhook.New(cfg)
 	srv := httptest.NewServer(h.Routes())
 	t.Cleanup(srv.Close)
-	return &env{url: srv.URL, client: srv.Client(), db: db, reg: reg}
+	return &env{url: srv.URL, client: srv.Client(), db: db, reg: reg, handler: h.Routes()}
 }
 
 // response is what the receiver answered.

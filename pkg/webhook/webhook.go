@@ -31,7 +31,7 @@ const RetryAfterSeconds = 5
 
 // DefaultBodyMemory is the default bound on the bytes of all request bodies
 // held at once (BodyMemory).
-const DefaultBodyMemory = 16 << 20
+const DefaultBodyMemory = 8 << 20
 
 // Processor applies a verified delivery; ledger.Service implements it.
 type Processor interface {
