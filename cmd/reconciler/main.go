@@ -54,6 +54,7 @@ Environment:
   BACKFILL_PAGE_SIZE        Clerk users per list call (default 500, Clerk's maximum)
   BACKFILL_MAX_PAGES        most list calls per run (default 20)
   BACKFILL_OVERLAP          re-list this much before the watermark (default 10m)
+  DB_LOCK_TIMEOUT           longest wait for a row lock before an item is left for the next run (default 5s)
   RECONCILE_TIMEOUT         bound on the whole run (default 4m; keep it under the CronJob's deadline)
   PUSHGATEWAY_URL           push the run's metrics to this Prometheus Pushgateway when set
   POD_NAMESPACE             the Pushgateway group's namespace label (the chart sets it)
@@ -80,6 +81,7 @@ type config struct {
 	ClerkAPIURL     string
 	ClerkRPS        float64
 	Timeout         time.Duration
+	DBLockTimeout   time.Duration
 	PushgatewayURL  string
 	Namespace       string
 	Reconcile       reconcile.Config
@@ -97,6 +99,7 @@ func loadConfig(getenv func(string) string) (config, []string, error) {
 		ClerkAPIURL:     r.URL("CLERK_API_URL", "https://api.clerk.com/v1"),
 		ClerkRPS:        float64(r.Int("CLERK_API_RPS", 20, 1, 1000)),
 		Timeout:         r.Duration("RECONCILE_TIMEOUT", 4*time.Minute, time.Second, 24*time.Hour),
+		DBLockTimeout:   r.Duration("DB_LOCK_TIMEOUT", 5*time.Second, 100*time.Millisecond, time.Minute),
 		PushgatewayURL:  r.URL("PUSHGATEWAY_URL", ""),
 		Namespace:       r.String("POD_NAMESPACE", ""),
 	}
@@ -159,7 +162,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
-	db, err := postgres.Open(cfg.DatabaseURL, postgres.Options{MaxConns: 4})
+	// A row another transaction holds fails its item after DB_LOCK_TIMEOUT
+	// (retried next run) instead of stalling the whole run.
+	db, err := postgres.Open(cfg.DatabaseURL, postgres.Options{MaxConns: 4, LockTimeout: cfg.DBLockTimeout})
 	if err != nil {
 		return err
 	}

@@ -401,7 +401,10 @@ func TestBodyMemoryBudget(t *testing.T) {
 		}
 		slow <- r
 	}()
-	if _, err := pw.Write(slowBody[:1024]); err != nil {
+	// More than the transport's 4 KiB write buffer, so that the headers
+	// and part of the body are on the wire, not buffered in the client.
+	const head = 64 << 10
+	if _, err := pw.Write(slowBody[:head]); err != nil {
 		t.Fatal(err)
 	}
 	// While it holds the budget, another delivery is refused with a 503.
@@ -419,7 +422,7 @@ func TestBodyMemoryBudget(t *testing.T) {
 		t.Fatalf("delivery while the budget is held: %d %v, want 503 with Retry-After", got.Status, got.Body)
 	}
 	// The slow body arrives whole; then the budget is free again.
-	if _, err := pw.Write(slowBody[1024:]); err != nil {
+	if _, err := pw.Write(slowBody[head:]); err != nil {
 		t.Fatal(err)
 	}
 	pw.Close()

@@ -161,6 +161,8 @@ LOG_FORMAT: {{ $c.logFormat | quote }}
 HTTP_ADDR: ":8080"
 METRICS_ADDR: ":9090"
 DB_MAX_CONNS: {{ $c.dbMaxConns | toString | quote }}
+DB_LOCK_TIMEOUT: {{ $c.dbLockTimeout | quote }}
+BODY_MEMORY_LIMIT: {{ $c.bodyMemoryLimit | quote }}
 BACKLOG_REFRESH: {{ $c.backlogRefresh | quote }}
 SHUTDOWN_DELAY: {{ $c.shutdownDelay | quote }}
 SHUTDOWN_TIMEOUT: {{ $c.shutdownTimeout | quote }}
