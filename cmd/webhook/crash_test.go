@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -45,14 +46,12 @@ func TestKilledBetweenCommitAndMetadataWrite(t *testing.T) {
 	fake.AddUser(clerkfake.User{ID: "user_kill", CreatedAt: time.Now()})
 	inFlight := make(chan struct{}, 1)
 	release := make(chan struct{})
+	var held atomic.Bool
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPatch {
-			select {
-			case inFlight <- struct{}{}:
-				<-release // hold the first write until the process is dead
-				return
-			default:
-			}
+		if r.Method == http.MethodPatch && held.CompareAndSwap(false, true) {
+			inFlight <- struct{}{}
+			<-release // hold the first write until the process is dead
+			return
 		}
 		fake.ServeHTTP(w, r)
 	}))
@@ -95,14 +94,21 @@ func TestKilledBetweenCommitAndMetadataWrite(t *testing.T) {
 		Metrics: reconcile.NewMetrics(prometheus.NewRegistry()), Log: discardLog(),
 		Config: reconcile.Config{SignupCredits: 20, EventBatch: 10, UserBatch: 10, OutboxBatch: 10, OutboxMaxAttempts: 5, MaxEventAttempts: 5},
 	}
-	// The killed session's claim is released when PostgreSQL notices the
-	// connection is gone; retry the run for a bounded while.
-	deadline := time.Now().Add(20 * time.Second)
-	for fake.MetadataWrites("user_kill") == 0 && time.Now().Before(deadline) {
-		if _, err := rec.Run(ctx); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	// The killed worker's claim holds the message until its lease runs out:
+	// a reconcile run now leaves it alone (its call might still be running).
+	var leased bool
+	if err := db.NewRaw("SELECT status = 'pending' AND claim = 1 AND next_attempt_at > now() FROM clerk_metadata_outbox").Scan(ctx, &leased); err != nil || !leased {
+		t.Fatalf("after the crash the message is not pending under the dead worker's lease (%v)", err)
+	}
+	if sum, err := rec.Run(ctx); err != nil || sum.Outbox.Found != 0 || fake.MetadataWrites("user_kill") != 0 {
+		t.Fatalf("a run took a message under a live lease: %+v, %v", sum.Outbox, err)
+	}
+	// The lease runs out (moved to now rather than waited for).
+	if _, err := db.ExecContext(ctx, "UPDATE clerk_metadata_outbox SET next_attempt_at = now()"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rec.Run(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if n := fake.MetadataWrites("user_kill"); n != 1 {
 		t.Fatalf("metadata written %d times, want exactly 1", n)

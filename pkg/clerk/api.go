@@ -124,10 +124,22 @@ func (a *API) WriteMetadata(ctx context.Context, clerkUserID string, publicMetad
 }
 
 // classify turns a 429 into ledger.RateLimitedError (and pauses this
-// process's calls for its Retry-After, since Clerk's limits are shared).
+// process's calls for its Retry-After, since Clerk's limits are shared), and
+// an answer no retry can change into ledger.ErrPermanent: 404 and 410 (the
+// user is gone, e.g. deleted in Clerk before the write), 400 and 422 (the
+// request itself is refused). 401 and 403 are not permanent: a wrong or
+// revoked CLERK_SECRET_KEY is fixed by the operator, and the writes must
+// still be there then.
 func (a *API) classify(err error) error {
 	apiErr, ok := errors.AsType[*sdk.APIErrorResponse](err)
-	if !ok || apiErr.HTTPStatusCode != http.StatusTooManyRequests {
+	if !ok {
+		return err
+	}
+	switch apiErr.HTTPStatusCode {
+	case http.StatusNotFound, http.StatusGone, http.StatusBadRequest, http.StatusUnprocessableEntity:
+		return fmt.Errorf("%w: Clerk answered %d: %w", ledger.ErrPermanent, apiErr.HTTPStatusCode, err)
+	case http.StatusTooManyRequests:
+	default:
 		return err
 	}
 	wait := time.Second

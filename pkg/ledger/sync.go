@@ -17,7 +17,41 @@ type OutboxMessage struct {
 	// merges objects): {"creditgate":{"user_id":…,"signup_credits":…}}.
 	PublicMetadata []byte
 	Attempts       int
+	// Claim numbers the claim that handed the message out; only that
+	// claim may record its result.
+	Claim int64
 }
+
+// OutboxStatus is the state of an outbox message.
+type OutboxStatus string
+
+// Outbox message states.
+const (
+	OutboxPending   OutboxStatus = "pending"
+	OutboxDelivered OutboxStatus = "delivered"
+	// OutboxDead: the write failed OUTBOX_MAX_ATTEMPTS times; an operator
+	// looks at it (it pages).
+	OutboxDead OutboxStatus = "dead"
+	// OutboxSkipped: Clerk refused the write for good (the user is gone,
+	// or the request itself is refused); nothing to page about.
+	OutboxSkipped OutboxStatus = "skipped"
+)
+
+// OutboxRecord is the result of one claimed attempt, to be recorded.
+type OutboxRecord struct {
+	Status OutboxStatus
+	// Err is the attempt's error, if any.
+	Err error
+	// After is when a pending message is due again.
+	After time.Duration
+	// CountAttempt uses up one of the message's attempts (a rate limit or
+	// an interrupted call does not).
+	CountAttempt bool
+}
+
+// ErrPermanent marks an answer from Clerk that no retry can change: 404 or
+// 410 (the user is gone), 400 or 422 (the request itself is refused).
+var ErrPermanent = errors.New("refused for good")
 
 // OutboxResult is what became of one attempt to deliver an outbox message.
 type OutboxResult struct {
@@ -26,6 +60,8 @@ type OutboxResult struct {
 	Delivered bool
 	// Dead means the message used its attempts and was parked.
 	Dead bool
+	// Skipped means Clerk refused the write for good (ErrPermanent).
+	Skipped bool
 	// Err is the delivery's error, if any.
 	Err error
 }

@@ -302,61 +302,63 @@ ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
 	return nil
 }
 
-// DeliverNextOutbox claims the oldest due outbox message (FOR UPDATE SKIP
-// LOCKED, so workers and reconcilers never deliver the same message at once),
-// calls deliver while holding the claim, and records the result in the same
-// transaction. On failure, retry says when to try again and whether to park
-// the message as dead; a rate limit (429) does not use up an attempt.
-//
-// A process that dies after Clerk accepted the write but before the commit
-// leaves the message pending, and it is written once more: the write is a
-// merge of the same values, so the metadata still ends right.
-func (s *Store) DeliverNextOutbox(ctx context.Context,
-	deliver func(context.Context, ledger.OutboxMessage) error,
-	retry func(msg ledger.OutboxMessage, err error) (after time.Duration, dead bool),
-) (ledger.OutboxResult, error) {
-	var res ledger.OutboxResult
-	// No automatic transaction retry here: it would call deliver twice.
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		var msg ledger.OutboxMessage
-		var meta []byte
-		err := tx.QueryRowContext(ctx, `
-SELECT id, clerk_id, public_metadata, attempts FROM clerk_metadata_outbox
-WHERE status = 'pending' AND next_attempt_at <= now()
-ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED`).Scan(&msg.ID, &msg.ClerkUserID, &meta, &msg.Attempts)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		msg.PublicMetadata = json.RawMessage(meta)
-		res.Found = true
-		res.Err = deliver(ctx, msg)
-		if res.Err == nil {
-			res.Delivered = true
-			_, err = tx.ExecContext(ctx, `
-UPDATE clerk_metadata_outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = now(), last_error = NULL
-WHERE id = ?`, msg.ID)
-			return err
-		}
-		after, dead := retry(msg, res.Err)
-		res.Dead = dead
-		_, rateLimited := ledger.RetryAfter(res.Err)
-		status := "pending"
-		if dead {
-			status = "dead"
-		}
-		_, err = tx.ExecContext(ctx, `
-UPDATE clerk_metadata_outbox SET status = ?1, attempts = attempts + ?2, last_error = ?3,
-	next_attempt_at = now() + ?4 * interval '1 millisecond'
-WHERE id = ?0`, msg.ID, status, map[bool]int{true: 0, false: 1}[rateLimited], truncate(res.Err.Error()), after.Milliseconds())
-		return err
-	})
-	if err != nil {
-		return res, fmt.Errorf("deliver outbox: %w", mapError(err))
+// claimOutboxSQL claims the oldest due message: the lease moves it out of
+// the queue until the call's deadline has long passed, and claim numbers the
+// claim so that only the current one records a result. SKIP LOCKED lets
+// workers and reconcilers claim side by side without waiting for each other.
+const claimOutboxSQL = `
+UPDATE clerk_metadata_outbox o
+SET next_attempt_at = now() + ?0 * interval '1 millisecond', claim = o.claim + 1
+WHERE o.id = (
+	SELECT id FROM clerk_metadata_outbox
+	WHERE status = 'pending' AND next_attempt_at <= now()
+	ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING o.id, o.clerk_id, o.public_metadata, o.attempts, o.claim`
+
+// ClaimOutbox claims the oldest due outbox message for lease, in a statement
+// of its own (committed before Clerk is called: no transaction, and no pool
+// connection, is held across the call). ok is false when none is due. A
+// message whose result is never recorded (its process died mid-call) is due
+// again when the lease runs out; its write is then made once more, which is
+// harmless: Clerk merges the same values.
+func (s *Store) ClaimOutbox(ctx context.Context, lease time.Duration) (msg ledger.OutboxMessage, ok bool, err error) {
+	var meta []byte
+	err = s.db.QueryRowContext(ctx, claimOutboxSQL, lease.Milliseconds()).
+		Scan(&msg.ID, &msg.ClerkUserID, &meta, &msg.Attempts, &msg.Claim)
+	if errors.Is(err, sql.ErrNoRows) {
+		return msg, false, nil
 	}
-	return res, nil
+	if err != nil {
+		return msg, false, fmt.Errorf("claim outbox message: %w", mapError(err))
+	}
+	msg.PublicMetadata = json.RawMessage(meta)
+	return msg, true, nil
+}
+
+// RecordOutbox records what became of a claimed message, in a short
+// statement of its own, if the claim is still the current one; it reports
+// whether it was (a claim whose lease ran out and was taken over records
+// nothing: the newer claim decides).
+func (s *Store) RecordOutbox(ctx context.Context, msg ledger.OutboxMessage, r ledger.OutboxRecord) (bool, error) {
+	var errText any
+	if r.Err != nil {
+		errText = truncate(r.Err.Error())
+	}
+	attempt := 0
+	if r.CountAttempt {
+		attempt = 1
+	}
+	res, err := s.db.ExecContext(ctx, `
+UPDATE clerk_metadata_outbox SET status = ?2, attempts = attempts + ?3, last_error = ?4,
+	next_attempt_at = now() + ?5 * interval '1 millisecond',
+	delivered_at = CASE WHEN ?2 = 'delivered' THEN now() END
+WHERE id = ?0 AND claim = ?1 AND status = 'pending'`,
+		msg.ID, msg.Claim, string(r.Status), attempt, errText, r.After.Milliseconds())
+	if err != nil {
+		return false, fmt.Errorf("record outbox message %d: %w", msg.ID, mapError(err))
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 // DueOutbox counts outbox messages due now (for dry runs).

@@ -2,8 +2,10 @@ package reconcile_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -224,7 +226,11 @@ func TestMetadataParkedDeadAfterAttempts(t *testing.T) {
 	t.Parallel()
 	db, _ := pgtest.New(t)
 	ctx := context.Background()
-	_, api := fakeClerk(t) // the user is unknown to Clerk: every write is a 404
+	fake, api := fakeClerk(t)
+	fake.AddUser(clerkfake.User{ID: "user_ghost", CreatedAt: time.Now()})
+	// Clerk fails every write: a fault retrying can fix, until it cannot.
+	fake.FailNext("PATCH /v1/users/user_ghost/metadata",
+		clerkfake.Fault{Status: 500}, clerkfake.Fault{Status: 502}, clerkfake.Fault{Status: 503})
 	store := postgres.NewStore(db)
 	svc := &ledger.Service{Store: store, Decode: clerk.Decode, SignupCredits: 20, MetadataOutbox: true}
 	if _, err := svc.Process(ctx, ledger.Delivery{SvixID: "m", ReceivedAt: time.Now(), Body: []byte(`{"type":"user.created","data":{"id":"user_ghost"}}`)}); err != nil {
@@ -250,4 +256,63 @@ func TestMetadataParkedDeadAfterAttempts(t *testing.T) {
 	if b, _ = store.Backlog(ctx); b.OutboxDead != 1 || b.OutboxPending != 0 {
 		t.Errorf("backlog = %+v", b)
 	}
+}
+
+// TestMetadataForAUserGoneFromClerkIsSkipped: a 404 (the user was deleted in
+// Clerk before the write landed) cannot be fixed by retrying; the message
+// ends as skipped with the reason at its first attempt, counted, and is
+// neither pending nor dead (nothing pages).
+func TestMetadataForAUserGoneFromClerkIsSkipped(t *testing.T) {
+	t.Parallel()
+	db, _ := pgtest.New(t)
+	ctx := context.Background()
+	fake, api := fakeClerk(t) // user_gone is unknown to Clerk: its write is a 404
+	store := postgres.NewStore(db)
+	svc := &ledger.Service{Store: store, Decode: clerk.Decode, SignupCredits: 20, MetadataOutbox: true}
+	if _, err := svc.Process(ctx, ledger.Delivery{SvixID: "m", ReceivedAt: time.Now(), Body: []byte(`{"type":"user.created","data":{"id":"user_gone"}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	d := &reconcile.Deliverer{Store: store, Writer: api, Log: discard, MaxAttempts: 12, Metrics: reconcile.NewMetrics(reg)}
+	res, err := d.DeliverOne(ctx)
+	if err != nil || !res.Found || !res.Skipped || res.Dead || !errors.Is(res.Err, ledger.ErrPermanent) {
+		t.Fatalf("DeliverOne = %+v, %v; want skipped for good", res, err)
+	}
+	if got := scalar[string](t, db, "SELECT status || ':' || attempts || ':' || last_error FROM clerk_metadata_outbox"); !strings.HasPrefix(got, "skipped:1:") || !strings.Contains(got, "404") {
+		t.Errorf("message = %s, want skipped:1 with the 404 as its reason", got)
+	}
+	if res, err := d.DeliverOne(ctx); err != nil || res.Found {
+		t.Errorf("a skipped message was handed out again: %+v, %v", res, err)
+	}
+	if b, _ := store.Backlog(ctx); b.OutboxDead != 0 || b.OutboxPending != 0 {
+		t.Errorf("backlog = %+v, want nothing pending or dead", b)
+	}
+	if n := counterValue(t, reg, "creditgate_outbox_deliveries_total", "result", "skipped"); n != 1 {
+		t.Errorf("creditgate_outbox_deliveries_total{result=\"skipped\"} = %v, want 1", n)
+	}
+	if fake.MetadataWrites("user_gone") != 0 {
+		t.Error("a write for a user Clerk does not have succeeded")
+	}
+}
+
+// counterValue reads one labelled counter series from reg.
+func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

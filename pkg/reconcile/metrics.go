@@ -28,7 +28,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"pass", "result"}),
 		outbox: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "creditgate_outbox_deliveries_total",
-			Help: "Clerk metadata write attempts from the outbox, by result (delivered, failed, rate_limited, dead).",
+			Help: "Clerk metadata write attempts from the outbox, by result (delivered, failed, rate_limited, dead, skipped: Clerk refused it for good, superseded: the claim's lease ran out first).",
 		}, []string{"result"}),
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "creditgate_reconcile_runs_total",
@@ -44,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.items, m.outbox, m.runs, m.last, m.took)
-	for _, r := range []string{"delivered", "failed", "rate_limited", "dead"} {
+	for _, r := range []string{"delivered", "failed", "rate_limited", "dead", "skipped"} {
 		m.outbox.WithLabelValues(r)
 	}
 	return m

@@ -32,12 +32,11 @@ type Store interface {
 	LedgerDrift(ctx context.Context, limit int) ([]ledger.Drift, int, error)
 }
 
-// OutboxStore is what delivering the outbox needs.
+// OutboxStore is what delivering the outbox needs: claim a due message with
+// a lease (committed), and record the result of the claim afterwards.
 type OutboxStore interface {
-	DeliverNextOutbox(ctx context.Context,
-		deliver func(context.Context, ledger.OutboxMessage) error,
-		retry func(msg ledger.OutboxMessage, err error) (time.Duration, bool),
-	) (ledger.OutboxResult, error)
+	ClaimOutbox(ctx context.Context, lease time.Duration) (ledger.OutboxMessage, bool, error)
+	RecordOutbox(ctx context.Context, msg ledger.OutboxMessage, r ledger.OutboxRecord) (bool, error)
 }
 
 // Config bounds and tunes one run.
@@ -335,6 +334,8 @@ func (r *Reconciler) deliverOutbox(ctx context.Context) PassSummary {
 		switch {
 		case res.Delivered:
 			p.Done++
+		case res.Skipped:
+			p.Skipped++
 		case res.Dead:
 			p.Dead++
 			p.Failed++
@@ -343,6 +344,7 @@ func (r *Reconciler) deliverOutbox(ctx context.Context) PassSummary {
 		}
 	}
 	r.count("outbox", resultDone, p.Done)
+	r.count("outbox", resultSkipped, p.Skipped)
 	r.count("outbox", resultFailed, p.Failed)
 	return p
 }
@@ -372,33 +374,57 @@ type Deliverer struct {
 	MaxAttempts int
 }
 
-// DeliverOne delivers the oldest due message, if any.
+// Outbox call bounds: a call to Clerk is cut off after callTimeout; a claim
+// lasts outboxLease, well past it, so a message is never claimed twice while
+// its first call can still be running.
+const (
+	callTimeout   = 20 * time.Second
+	outboxLease   = 2 * callTimeout
+	recordTimeout = 5 * time.Second
+)
+
+// DeliverOne delivers the oldest due message, if any, the way job queues do
+// it: claim it (committed), call Clerk with no transaction open, record the
+// result in a short statement of its own.
 func (d *Deliverer) DeliverOne(ctx context.Context) (ledger.OutboxResult, error) {
-	res, err := d.Store.DeliverNextOutbox(ctx,
-		func(ctx context.Context, m ledger.OutboxMessage) error {
-			ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-			defer cancel()
-			return d.Writer.WriteMetadata(ctx, m.ClerkUserID, m.PublicMetadata)
-		},
-		d.retry)
+	msg, ok, err := d.Store.ClaimOutbox(ctx, outboxLease)
+	if err != nil || !ok {
+		return ledger.OutboxResult{}, err
+	}
+	res := ledger.OutboxResult{Found: true}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	res.Err = d.Writer.WriteMetadata(cctx, msg.ClerkUserID, msg.PublicMetadata)
+	cancel()
+	rec := d.outcome(ctx, msg, res.Err)
+	res.Delivered = rec.Status == ledger.OutboxDelivered
+	res.Dead = rec.Status == ledger.OutboxDead
+	res.Skipped = rec.Status == ledger.OutboxSkipped
+
+	// Recorded even when ctx ended meanwhile (shutdown): the result of a
+	// call that happened must not be lost, and an interrupted one is due
+	// again at once rather than after the lease.
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer rcancel()
+	current, err := d.Store.RecordOutbox(rctx, msg, rec)
 	if err != nil {
 		return res, err
 	}
-	if !res.Found {
-		return res, nil
-	}
-	result := "delivered"
+	result := string(rec.Status)
 	switch _, limited := ledger.RetryAfter(res.Err); {
+	case !current:
+		result = "superseded"
+		d.Log.WarnContext(ctx, "Clerk metadata write outlived its lease; a newer claim decides", "clerk_user_id", msg.ClerkUserID)
 	case res.Delivered:
 	case res.Dead:
-		result = "dead"
-		d.Log.ErrorContext(ctx, "Clerk metadata write parked as dead", "error", res.Err)
+		d.Log.ErrorContext(ctx, "Clerk metadata write parked as dead", "clerk_user_id", msg.ClerkUserID, "error", res.Err)
+	case res.Skipped:
+		d.Log.WarnContext(ctx, "Clerk metadata write skipped: Clerk refused it for good", "clerk_user_id", msg.ClerkUserID, "error", res.Err)
 	case limited:
 		result = "rate_limited"
 		d.Log.WarnContext(ctx, "Clerk metadata write rate limited", "error", res.Err)
 	default:
 		result = "failed"
-		d.Log.WarnContext(ctx, "Clerk metadata write failed; will retry", "error", res.Err)
+		d.Log.WarnContext(ctx, "Clerk metadata write failed; will retry", "clerk_user_id", msg.ClerkUserID, "error", res.Err)
 	}
 	if d.Metrics != nil {
 		d.Metrics.outbox.WithLabelValues(result).Inc()
@@ -406,19 +432,29 @@ func (d *Deliverer) DeliverOne(ctx context.Context) (ledger.OutboxResult, error)
 	return res, nil
 }
 
-// retry schedules the next attempt: Clerk's Retry-After for a 429 (which
-// does not use up an attempt), else exponential backoff from 1 s, capped at
-// an hour, with jitter; dead after MaxAttempts. The 1 s floor also keeps
-// every user far below Clerk's 10 requests per 10 s per user.
-func (d *Deliverer) retry(m ledger.OutboxMessage, err error) (time.Duration, bool) {
+// outcome decides what an attempt's error means for the message: delivered;
+// skipped for good (ErrPermanent: the user is gone, or the request refused);
+// a 429's Retry-After, which does not use up an attempt, and neither does a
+// call cut short by this process shutting down; else exponential backoff from
+// 1 s, capped at an hour, with jitter, and dead after MaxAttempts. The 1 s
+// floor also keeps every user far below Clerk's 10 requests per 10 s per user.
+func (d *Deliverer) outcome(ctx context.Context, m ledger.OutboxMessage, err error) ledger.OutboxRecord {
+	switch {
+	case err == nil:
+		return ledger.OutboxRecord{Status: ledger.OutboxDelivered, CountAttempt: true}
+	case errors.Is(err, ledger.ErrPermanent):
+		return ledger.OutboxRecord{Status: ledger.OutboxSkipped, Err: err, CountAttempt: true}
+	case ctx.Err() != nil:
+		return ledger.OutboxRecord{Status: ledger.OutboxPending, Err: err}
+	}
 	if wait, ok := ledger.RetryAfter(err); ok {
-		return max(wait, time.Second), false
+		return ledger.OutboxRecord{Status: ledger.OutboxPending, Err: err, After: max(wait, time.Second)}
 	}
 	attempts := m.Attempts + 1
 	if attempts >= d.MaxAttempts {
-		return 0, true
+		return ledger.OutboxRecord{Status: ledger.OutboxDead, Err: err, CountAttempt: true}
 	}
-	return Backoff(attempts), false
+	return ledger.OutboxRecord{Status: ledger.OutboxPending, Err: err, After: Backoff(attempts), CountAttempt: true}
 }
 
 // Backoff is the wait before attempt n+1 after n failures: 2^(n-1) s (1 s,
