@@ -57,13 +57,13 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 			Expect(a.Status).To(Equal(http.StatusOK), a.Body)
 			sent["duplicate"]++
 		}
-		a := s.post(ctx, message{ID: "msg_metrics_ignored_" + runID, Body: []byte(`{"type":"session.created","data":{"id":"sess_1"}}`)}, time.Now(), nil)
+		a := s.post(ctx, message{ID: "msg_metrics_ignored_" + tag(), Body: []byte(`{"type":"session.created","data":{"id":"sess_1"}}`)}, time.Now(), nil)
 		Expect(a.Status).To(Equal(http.StatusOK))
 		sent["ignored"]++
-		a = s.post(ctx, message{ID: "msg_metrics_bad_" + runID, Body: []byte(`{"type":"user.created","data":{}}`)}, time.Now(), nil)
+		a = s.post(ctx, message{ID: "msg_metrics_bad_" + tag(), Body: []byte(`{"type":"user.created","data":{}}`)}, time.Now(), nil)
 		Expect(a.Status).To(Equal(http.StatusBadRequest))
 		sent["rejected"]++
-		a = s.post(ctx, message{ID: "msg_metrics_unauth_" + runID, Body: []byte(`{}`)}, time.Now().Add(-time.Hour), nil)
+		a = s.post(ctx, message{ID: "msg_metrics_unauth_" + tag(), Body: []byte(`{}`)}, time.Now().Add(-time.Hour), nil)
 		Expect(a.Status).To(Equal(http.StatusUnauthorized))
 		sent["unauthorized"]++
 
@@ -189,7 +189,7 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 		env.fake.AddUser(fakeUser(lost))
 		env.fake.AddUser(fakeUser(failed))
 
-		summary := runReconcilerJob("e2e-reconcile-1-" + runID)
+		summary := runReconcilerJob("e2e-reconcile-1-" + tag())
 		Expect(summary["outcome"]).To(Equal("success"))
 		for _, id := range []string{lost, failed} {
 			available, signups := creditsOf(ctx, id)
@@ -199,7 +199,7 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 		Expect(count(ctx, "SELECT count(*) FROM webhook_events WHERE svix_id = ? AND status = 'processed'", "msg_"+failed)).To(Equal(1))
 
 		before := tableSnapshot(ctx)
-		summary = runReconcilerJob("e2e-reconcile-2-" + runID)
+		summary = runReconcilerJob("e2e-reconcile-2-" + tag())
 		Expect(summary["outcome"]).To(Equal("success"))
 		Expect(tableSnapshot(ctx)).To(Equal(before), "a second reconcile changed the ledger")
 		Expect(ledgerInvariants(ctx)).To(BeEmpty())
@@ -220,7 +220,7 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 			By(disruption.name + " in the middle of a 2,000-user load")
 			const users = 2000
 			prefix := fmt.Sprintf("chaos%d", k)
-			like := fmt.Sprintf("user_%s_%s_%%", runID, prefix)
+			like := fmt.Sprintf("user_%s_%s_%%", tag(), prefix)
 			msgs := make([]message, users)
 			for i := range users {
 				id := uid(prefix, i)
@@ -253,7 +253,7 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 				disruption.name, cs.attempts.Load(), cs.non2xx.Load(), cs.transportErrs.Load(), cs.statuses)
 			Expect(failed).To(BeEmpty(), "deliveries that never got a 2xx after Svix-like retries:\n%s", joined(failed))
 
-			summary := runReconcilerJob(fmt.Sprintf("e2e-chaos-%d-%s", k, runID))
+			summary := runReconcilerJob(fmt.Sprintf("e2e-chaos-%d-%s", k, tag()))
 			Expect(summary["outcome"]).To(Or(Equal("success"), Equal("partial")))
 			Expect(count(ctx, "SELECT count(*) FROM users WHERE clerk_id LIKE ?", like)).To(Equal(users))
 			Expect(count(ctx, "SELECT count(*) FROM credit_transactions WHERE reason = 'signup_bonus' AND clerk_id LIKE ?", like)).
@@ -296,7 +296,7 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 			}()
 		}
 		time.Sleep(3 * time.Second)
-		out := installChart("webhook.podAnnotations.e2e-rollout=" + runID)
+		out := installChart("webhook.podAnnotations.e2e-rollout=" + tag())
 		GinkgoWriter.Println(out)
 		kubectl("rollout", "status", "deployment/"+env.release, "--timeout=5m")
 		time.Sleep(5 * time.Second)
