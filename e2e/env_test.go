@@ -278,16 +278,29 @@ func count(ctx context.Context, q string, args ...any) int {
 	return n
 }
 
-// tableSnapshot checksums the tables the service writes.
-func tableSnapshot(ctx context.Context) map[string]string {
+// footprint returns, table by table, the rows the service keeps for the given
+// Clerk users and svix-ids: the users' rows, ledger entries and outbox
+// messages, and the webhook events of those users or with those svix-ids, one
+// line of text per row. A table without such a row is left out, so "nothing
+// stored" is an empty map. Scoped to a spec's own inputs, it is immune to what
+// else writes meanwhile (the webhook pods' outbox workers delivering or
+// retrying earlier specs' metadata writes), which checksums of whole tables
+// were not.
+func footprint(ctx context.Context, clerkIDs, svixIDs []string) map[string][]string {
 	GinkgoHelper()
-	out := map[string]string{}
-	for _, t := range []string{"users", "credit_transactions", "webhook_events", "clerk_metadata_outbox"} {
-		var v string
-		Expect(env.db.NewRaw(fmt.Sprintf(
-			"SELECT count(*) || ':' || COALESCE(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM %s t", t)).
-			Scan(ctx, &v)).To(Succeed())
-		out[t] = v
+	out := map[string][]string{}
+	for table, where := range map[string]string{
+		"users":                 "clerk_id IN (?0)",
+		"credit_transactions":   "clerk_id IN (?0)",
+		"clerk_metadata_outbox": "clerk_id IN (?0)",
+		"webhook_events":        "clerk_user_id IN (?0) OR svix_id IN (?1)",
+	} {
+		var rows []string
+		Expect(env.db.NewRaw(fmt.Sprintf("SELECT t::text FROM %s t WHERE %s ORDER BY t::text", table, where),
+			bun.In(clerkIDs), bun.In(svixIDs)).Scan(ctx, &rows)).To(Succeed())
+		if len(rows) > 0 {
+			out[table] = rows
+		}
 	}
 	return out
 }

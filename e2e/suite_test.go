@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,18 @@ func TestE2E(t *testing.T) {
 	SetDefaultEventuallyTimeout(3 * time.Minute)
 	SetDefaultEventuallyPollingInterval(time.Second)
 	SetDefaultConsistentlyDuration(5 * time.Second)
-	RunSpecs(t, "creditgate e2e")
+	suiteConfig, reporterConfig := GinkgoConfiguration()
+	// E2E_REPEAT=N runs every selected spec N times in a row, each attempt
+	// required to pass (Ginkgo's MustPassRepeatedly; its -repeat flag exists
+	// only in the ginkgo CLI, which `go test` does not use).
+	if v := os.Getenv("E2E_REPEAT"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("E2E_REPEAT=%q: want a whole number of runs, at least 1", v)
+		}
+		suiteConfig.MustPassRepeatedly = n
+	}
+	RunSpecs(t, "creditgate e2e", suiteConfig, reporterConfig)
 }
 
 var _ = BeforeSuite(func(ctx SpecContext) {
@@ -96,7 +108,18 @@ var _ = ReportAfterEach(func(report SpecReport) {
 // runID keeps this run's users apart from any earlier run's.
 var runID = fmt.Sprintf("%x", time.Now().UnixNano())[6:]
 
-func uid(spec string, i int) string { return fmt.Sprintf("user_%s_%s_%04d", runID, spec, i) }
+// tag names what the current attempt of a spec sends and creates: runID, plus
+// "r<attempt>" from the second attempt on (E2E_REPEAT), so that every attempt
+// starts from users, svix-ids and Job names of its own. It is valid in a
+// Kubernetes name.
+func tag() string {
+	if n := CurrentSpecReport().NumAttempts; n > 1 {
+		return fmt.Sprintf("%sr%d", runID, n)
+	}
+	return runID
+}
+
+func uid(spec string, i int) string { return fmt.Sprintf("user_%s_%s_%04d", tag(), spec, i) }
 
 // creditsOf returns a user's available credits and signup entries.
 func creditsOf(ctx context.Context, clerkID string) (available int64, signups int) {
