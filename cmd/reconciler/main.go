@@ -55,6 +55,7 @@ Environment:
   BACKFILL_MAX_PAGES        most list calls per run (default 20)
   BACKFILL_OVERLAP          re-list this much before the watermark (default 10m)
   DB_LOCK_TIMEOUT           longest wait for a row lock before an item is left for the next run (default 5s)
+  PAYLOAD_RETENTION         keep finished events' bodies as received this long, then keep only ids, types and times (default 720h; 0 keeps them)
   RECONCILE_TIMEOUT         bound on the whole run (default 4m; keep it under the CronJob's deadline)
   PUSHGATEWAY_URL           push the run's metrics to this Prometheus Pushgateway when set
   POD_NAMESPACE             the Pushgateway group's namespace label (the chart sets it)
@@ -115,6 +116,8 @@ func loadConfig(getenv func(string) string) (config, []string, error) {
 		BackfillMaxPages:  int(r.Int("BACKFILL_MAX_PAGES", 20, 1, 100_000)),
 		BackfillOverlap:   r.Duration("BACKFILL_OVERLAP", 10*time.Minute, 0, 30*24*time.Hour),
 		OutboxMaxAttempts: int(r.Int("OUTBOX_MAX_ATTEMPTS", 12, 1, 1000)),
+		PayloadRetention:  r.Duration("PAYLOAD_RETENTION", 30*24*time.Hour, 0, 10*365*24*time.Hour),
+		RetentionBatch:    10 * batch,
 	}
 	return c, r.Names(), r.Err()
 }

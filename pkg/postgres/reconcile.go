@@ -401,6 +401,39 @@ func (s *Store) LedgerDrift(ctx context.Context, limit int) ([]ledger.Drift, int
 	return out, len(rows), nil
 }
 
+// scrubExpiredSQL reduces the bodies of finished events received before a
+// cutoff to what audit needs, oldest first, a bounded batch at a time. Events
+// still to be re-run (failed, dead) keep their bytes.
+const scrubExpiredSQL = `
+UPDATE webhook_events w
+SET payload = creditgate_scrubbed_payload(w.payload, w.event_type), raw_body = NULL, scrubbed_at = now()
+FROM (
+	SELECT svix_id FROM webhook_events
+	WHERE scrubbed_at IS NULL AND received_at < ?0 AND status IN ('processed', 'stale', 'ignored', 'rejected')
+	ORDER BY received_at LIMIT ?1 FOR UPDATE SKIP LOCKED
+) batch
+WHERE w.svix_id = batch.svix_id`
+
+// ScrubExpiredPayloads strips the personal data from up to limit finished
+// events received before cutoff and returns how many it scrubbed.
+func (s *Store) ScrubExpiredPayloads(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	res, err := s.db.ExecContext(ctx, scrubExpiredSQL, cutoff, limit)
+	if err != nil {
+		return 0, fmt.Errorf("scrub payloads received before %s: %w", cutoff.Format(time.RFC3339), mapError(err))
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+// ExpiredPayloads counts finished events received before cutoff whose
+// bodies are not scrubbed yet (for dry runs).
+func (s *Store) ExpiredPayloads(ctx context.Context, cutoff time.Time) (int, error) {
+	var n int
+	err := s.db.NewRaw(`SELECT count(*) FROM webhook_events WHERE scrubbed_at IS NULL AND received_at < ?
+		AND status IN ('processed', 'stale', 'ignored', 'rejected')`, cutoff).Scan(ctx, &n)
+	return n, mapError(err)
+}
+
 // Run outcomes recorded in reconcile_runs.
 const (
 	RunRunning   = "running"

@@ -270,6 +270,14 @@ func (s *Store) applyUserChange(ctx context.Context, uc ledger.UserChange, paylo
 				return fmt.Errorf("mark event stale: %w", err)
 			}
 		}
+		if isDelete || cl.deleted {
+			// The user is gone: what Clerk sent about them is erased now,
+			// this event's body included (a late event for a deleted user
+			// too).
+			if err := scrubUser(ctx, tx, c.ClerkUserID); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -363,6 +371,21 @@ func applyDelete(ctx context.Context, tx bun.Tx, uc ledger.UserChange, cl claime
 		res.CreditsForfeited = cl.available
 	}
 	return true, nil
+}
+
+// scrubUserSQL reduces every stored body of a user to what audit needs
+// (creditgate_scrubbed_payload: type, ids, times) and drops the exact bytes.
+const scrubUserSQL = `
+UPDATE webhook_events
+SET payload = creditgate_scrubbed_payload(payload, event_type), raw_body = NULL, scrubbed_at = now()
+WHERE clerk_user_id = ? AND scrubbed_at IS NULL`
+
+// scrubUser erases the personal data of a deleted user's stored events.
+func scrubUser(ctx context.Context, db bun.IDB, clerkID string) error {
+	if _, err := db.ExecContext(ctx, scrubUserSQL, clerkID); err != nil {
+		return fmt.Errorf("scrub stored events of %s: %w", clerkID, err)
+	}
+	return nil
 }
 
 // recordOutcomeSQL stores an event that moves no credits; a failed earlier

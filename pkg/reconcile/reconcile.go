@@ -30,6 +30,8 @@ type Store interface {
 	OutboxStore
 	DueOutbox(ctx context.Context) (int, error)
 	LedgerDrift(ctx context.Context, limit int) ([]ledger.Drift, int, error)
+	ScrubExpiredPayloads(ctx context.Context, cutoff time.Time, limit int) (int, error)
+	ExpiredPayloads(ctx context.Context, cutoff time.Time) (int, error)
 }
 
 // OutboxStore is what delivering the outbox needs: claim a due message with
@@ -58,6 +60,12 @@ type Config struct {
 	BackfillOverlap time.Duration
 	// OutboxMaxAttempts parks a metadata write as dead once it has used them.
 	OutboxMaxAttempts int
+	// PayloadRetention is how long a finished event keeps its body as
+	// received (with the personal data Clerk sends); after it the body is
+	// reduced to what audit needs. 0 keeps bodies forever.
+	PayloadRetention time.Duration
+	// RetentionBatch bounds the bodies scrubbed per run.
+	RetentionBatch int
 	DryRun            bool
 }
 
@@ -99,6 +107,7 @@ type Summary struct {
 	Backfill  PassSummary `json:"backfill"`
 	Signup    PassSummary `json:"signup"`
 	Outbox    PassSummary `json:"outbox"`
+	Retention PassSummary `json:"retention"`
 	Drift     int         `json:"ledger_drift_users"`
 	Watermark *time.Time  `json:"backfill_watermark,omitempty"`
 	// AbandonedRuns counts the earlier runs this one found still recorded as
@@ -108,8 +117,8 @@ type Summary struct {
 
 // Failures is the number of items that failed in the run.
 func (s Summary) Failures() int {
-	n := s.Events.Failed + s.Backfill.Failed + s.Signup.Failed + s.Outbox.Failed
-	for _, p := range []PassSummary{s.Events, s.Backfill, s.Signup, s.Outbox} {
+	n := s.Events.Failed + s.Backfill.Failed + s.Signup.Failed + s.Outbox.Failed + s.Retention.Failed
+	for _, p := range []PassSummary{s.Events, s.Backfill, s.Signup, s.Outbox, s.Retention} {
 		if p.Error != "" {
 			n++
 		}
@@ -126,6 +135,7 @@ func (r *Reconciler) Run(ctx context.Context) (Summary, error) {
 	s.Backfill, s.Watermark = r.backfill(ctx)
 	s.Signup = r.grantMissingSignups(ctx)
 	s.Outbox = r.deliverOutbox(ctx)
+	s.Retention = r.scrubExpired(ctx)
 	s.Drift = r.audit(ctx)
 	s.Seconds = time.Since(s.StartedAt).Seconds()
 	s.Outcome = "success"
@@ -346,6 +356,36 @@ func (r *Reconciler) deliverOutbox(ctx context.Context) PassSummary {
 	r.count("outbox", resultDone, p.Done)
 	r.count("outbox", resultSkipped, p.Skipped)
 	r.count("outbox", resultFailed, p.Failed)
+	return p
+}
+
+// scrubExpired reduces the bodies of events finished longer than
+// PayloadRetention ago to what audit needs (ids, types, times).
+func (r *Reconciler) scrubExpired(ctx context.Context) PassSummary {
+	var p PassSummary
+	if r.Config.PayloadRetention <= 0 {
+		return p
+	}
+	cutoff := time.Now().Add(-r.Config.PayloadRetention)
+	if r.Config.DryRun {
+		n, err := r.Store.ExpiredPayloads(ctx, cutoff)
+		if err != nil {
+			p.Error = err.Error()
+		}
+		p.Found = n
+		return p
+	}
+	n, err := r.Store.ScrubExpiredPayloads(ctx, cutoff, max(r.Config.RetentionBatch, 1))
+	if err != nil {
+		p.Error = err.Error()
+		r.Log.ErrorContext(ctx, "scrub expired payloads", "error", err)
+		return p
+	}
+	p.Found, p.Done = n, n
+	if n > 0 {
+		r.Log.InfoContext(ctx, "stored bodies past retention scrubbed", "events", n, "retention", r.Config.PayloadRetention.String())
+	}
+	r.count("retention", resultDone, n)
 	return p
 }
 
