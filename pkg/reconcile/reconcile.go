@@ -66,7 +66,7 @@ type Config struct {
 	PayloadRetention time.Duration
 	// RetentionBatch bounds the bodies scrubbed per run.
 	RetentionBatch int
-	DryRun            bool
+	DryRun         bool
 }
 
 // WatermarkBackfill names the backfill's watermark: the created_at of the
