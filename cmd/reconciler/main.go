@@ -55,6 +55,8 @@ Environment:
   BACKFILL_MAX_PAGES        most list calls per run (default 20)
   BACKFILL_OVERLAP          re-list this much before the watermark (default 10m)
   DB_LOCK_TIMEOUT           longest wait for a row lock before an item is left for the next run (default 5s)
+  SWEEP_INTERVAL            how often the deletion sweep asks Clerk about every live user (default 24h; 0 turns it off; needs CLERK_SECRET_KEY)
+  SWEEP_MAX_DELETIONS       a run that finds more users gone from Clerk than this deletes none of them (default 50)
   PAYLOAD_RETENTION         keep finished events' bodies as received this long, then keep only ids, types and times (default 720h; 0 keeps them)
   RECONCILE_TIMEOUT         bound on the whole run (default 4m; keep it under the CronJob's deadline)
   PUSHGATEWAY_URL           push the run's metrics to this Prometheus Pushgateway when set
@@ -118,6 +120,11 @@ func loadConfig(getenv func(string) string) (config, []string, error) {
 		OutboxMaxAttempts: int(r.Int("OUTBOX_MAX_ATTEMPTS", 12, 1, 1000)),
 		PayloadRetention:  r.Duration("PAYLOAD_RETENTION", 30*24*time.Hour, 0, 10*365*24*time.Hour),
 		RetentionBatch:    10 * batch,
+		SweepInterval:     r.Duration("SWEEP_INTERVAL", 24*time.Hour, 0, 365*24*time.Hour),
+		SweepBatch:        batch,
+		SweepMaxDeletions: int(r.Int("SWEEP_MAX_DELETIONS", 50, 0, 1_000_000)),
+		SweepMinAge:       time.Hour,
+		ForfeitOnDelete:   c.ForfeitOnDelete,
 	}
 	return c, r.Names(), r.Err()
 }

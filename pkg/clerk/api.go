@@ -109,6 +109,41 @@ func (a *API) ListUsers(ctx context.Context, createdAfter time.Time, limit, offs
 	}
 }
 
+// ExistingUsers implements ledger.Directory: which of ids (at most 100) Clerk
+// still has. A 429 is waited out and retried like ListUsers'.
+func (a *API) ExistingUsers(ctx context.Context, ids []string) (map[string]bool, error) {
+	params := &user.ListParams{UserIDs: ids}
+	params.Limit = sdk.Int64(int64(len(ids)))
+	for attempt := 1; ; attempt++ {
+		if err := a.pace.wait(ctx); err != nil {
+			return nil, err
+		}
+		req := sdk.NewAPIRequest(http.MethodGet, "/users")
+		req.SetParams(params)
+		var page userPage
+		err := a.users.Backend.Call(ctx, req, &page)
+		if err == nil {
+			found := make(map[string]bool, len(page))
+			for _, u := range page {
+				if u != nil {
+					found[u.ID] = true
+				}
+			}
+			return found, nil
+		}
+		err = a.classify(err)
+		wait, limited := ledger.RetryAfter(err)
+		if !limited || attempt == 5 {
+			return nil, fmt.Errorf("look up %d Clerk users: %w", len(ids), err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(min(wait, a.maxWait)):
+		}
+	}
+}
+
 // WriteMetadata implements ledger.MetadataWriter with Clerk's merge-PATCH of
 // the user's metadata: the keys given are merged into what is there.
 func (a *API) WriteMetadata(ctx context.Context, clerkUserID string, publicMetadata []byte) error {

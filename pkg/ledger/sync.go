@@ -79,9 +79,21 @@ type ClerkUser struct {
 	UpdatedAt time.Time
 }
 
-// Directory lists Clerk's users, oldest first, created strictly after a time.
+// Directory is Clerk's list of users.
 type Directory interface {
+	// ListUsers lists users created strictly after a time, oldest first.
 	ListUsers(ctx context.Context, createdAfter time.Time, limit, offset int) ([]ClerkUser, error)
+	// ExistingUsers reports which of ids (at most SweepPage) Clerk still has.
+	ExistingUsers(ctx context.Context, ids []string) (map[string]bool, error)
+}
+
+// SweepPage is how many users the deletion sweep asks Clerk about at once.
+const SweepPage = 100
+
+// LiveUser is a user creditgate holds as live, for the deletion sweep.
+type LiveUser struct {
+	UserRef
+	CreatedAt time.Time
 }
 
 // RateLimitedError is Clerk answering 429; RetryAfter is its Retry-After.

@@ -273,6 +273,80 @@ func (s *Store) EnsureUser(ctx context.Context, u ledger.ClerkUser, credits int6
 	return res.CreditsGranted > 0, nil
 }
 
+// LiveUsersAfter returns up to limit live users with ids above afterID,
+// in id order (the deletion sweep's cursor).
+func (s *Store) LiveUsersAfter(ctx context.Context, afterID int64, limit int) ([]ledger.LiveUser, error) {
+	var rows []struct {
+		ID        int64     `bun:"id"`
+		ClerkID   string    `bun:"clerk_id"`
+		CreatedAt time.Time `bun:"created_at"`
+	}
+	if err := s.db.NewRaw(`SELECT id, clerk_id, created_at FROM users WHERE id > ? AND deleted_at IS NULL ORDER BY id LIMIT ?`,
+		afterID, limit).Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("list live users after %d: %w", afterID, mapError(err))
+	}
+	out := make([]ledger.LiveUser, len(rows))
+	for i, r := range rows {
+		out[i] = ledger.LiveUser{UserRef: ledger.UserRef{ID: r.ID, ClerkID: r.ClerkID}, CreatedAt: r.CreatedAt}
+	}
+	return out, nil
+}
+
+// DeleteGoneUser applies, to a user Clerk no longer has, exactly what a
+// user.deleted would: tombstone, email cleared, remaining credits forfeited
+// (with the same key, account_deleted:<clerk_id>), stored bodies scrubbed.
+// It reports the credits forfeited and whether it deleted (false: deleted
+// meanwhile).
+func (s *Store) DeleteGoneUser(ctx context.Context, u ledger.UserRef, forfeit bool) (forfeited int64, deleted bool, err error) {
+	err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		forfeited, deleted = 0, false
+		cl := claimed{userID: u.ID}
+		if err := tx.QueryRowContext(ctx, "SELECT deleted_at IS NOT NULL, available_credits FROM users WHERE id = ? FOR UPDATE", u.ID).
+			Scan(&cl.deleted, &cl.available); err != nil {
+			return err
+		}
+		var res ledger.Result
+		changed, err := applyDelete(ctx, tx, ledger.UserChange{
+			Change:  ledger.Change{Kind: ledger.ChangeUserDeleted, ClerkUserID: u.ClerkID},
+			Forfeit: forfeit,
+		}, cl, &res)
+		if err != nil || !changed {
+			return err
+		}
+		forfeited, deleted = res.CreditsForfeited, true
+		return scrubUser(ctx, tx, u.ClerkID)
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("delete %s, gone from Clerk: %w", u.ClerkID, err)
+	}
+	return forfeited, deleted, nil
+}
+
+// State returns a small named value the reconciler keeps between runs, or ""
+// when none is stored.
+func (s *Store) State(ctx context.Context, name string) (string, error) {
+	var v string
+	err := s.db.NewRaw("SELECT value FROM reconcile_state WHERE name = ?", name).Scan(ctx, &v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", name, mapError(err))
+	}
+	return v, nil
+}
+
+// SetState stores a small named value.
+func (s *Store) SetState(ctx context.Context, name, value string) error {
+	_, err := s.db.ExecContext(ctx, `
+INSERT INTO reconcile_state AS s (name, value) VALUES (?0, ?1)
+ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()`, name, value)
+	if err != nil {
+		return fmt.Errorf("store %s: %w", name, mapError(err))
+	}
+	return nil
+}
+
 // Watermark returns a stored time by name; ok is false when none is stored.
 func (s *Store) Watermark(ctx context.Context, name string) (t time.Time, ok bool, err error) {
 	var v string

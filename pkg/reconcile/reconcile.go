@@ -8,6 +8,7 @@ package reconcile
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,10 @@ type Store interface {
 	OutboxStore
 	DueOutbox(ctx context.Context) (int, error)
 	LedgerDrift(ctx context.Context, limit int) ([]ledger.Drift, int, error)
+	LiveUsersAfter(ctx context.Context, afterID int64, limit int) ([]ledger.LiveUser, error)
+	DeleteGoneUser(ctx context.Context, u ledger.UserRef, forfeit bool) (int64, bool, error)
+	State(ctx context.Context, name string) (string, error)
+	SetState(ctx context.Context, name, value string) error
 	ScrubExpiredPayloads(ctx context.Context, cutoff time.Time, limit int) (int, error)
 	ExpiredPayloads(ctx context.Context, cutoff time.Time) (int, error)
 }
@@ -66,7 +71,21 @@ type Config struct {
 	PayloadRetention time.Duration
 	// RetentionBatch bounds the bodies scrubbed per run.
 	RetentionBatch int
-	DryRun         bool
+	// SweepInterval is how often the deletion sweep goes through every live
+	// user asking Clerk whether it still has them; 0 turns it off.
+	SweepInterval time.Duration
+	// SweepBatch bounds the users one run asks Clerk about.
+	SweepBatch int
+	// SweepMaxDeletions stops a run that finds more users gone from Clerk
+	// than this before it deletes any more of them: a CLERK_SECRET_KEY of
+	// another instance makes every user look gone.
+	SweepMaxDeletions int
+	// SweepMinAge leaves users younger than this alone (Clerk's list may
+	// lag a user just created).
+	SweepMinAge time.Duration
+	// ForfeitOnDelete forfeits a swept user's credits, as user.deleted does.
+	ForfeitOnDelete bool
+	DryRun          bool
 }
 
 // WatermarkBackfill names the backfill's watermark: the created_at of the
@@ -108,6 +127,7 @@ type Summary struct {
 	Signup    PassSummary `json:"signup"`
 	Outbox    PassSummary `json:"outbox"`
 	Retention PassSummary `json:"retention"`
+	Sweep     PassSummary `json:"sweep"`
 	Drift     int         `json:"ledger_drift_users"`
 	Watermark *time.Time  `json:"backfill_watermark,omitempty"`
 	// AbandonedRuns counts the earlier runs this one found still recorded as
@@ -117,8 +137,8 @@ type Summary struct {
 
 // Failures is the number of items that failed in the run.
 func (s Summary) Failures() int {
-	n := s.Events.Failed + s.Backfill.Failed + s.Signup.Failed + s.Outbox.Failed + s.Retention.Failed
-	for _, p := range []PassSummary{s.Events, s.Backfill, s.Signup, s.Outbox, s.Retention} {
+	n := s.Events.Failed + s.Backfill.Failed + s.Signup.Failed + s.Outbox.Failed + s.Retention.Failed + s.Sweep.Failed
+	for _, p := range []PassSummary{s.Events, s.Backfill, s.Signup, s.Outbox, s.Retention, s.Sweep} {
 		if p.Error != "" {
 			n++
 		}
@@ -136,6 +156,7 @@ func (r *Reconciler) Run(ctx context.Context) (Summary, error) {
 	s.Signup = r.grantMissingSignups(ctx)
 	s.Outbox = r.deliverOutbox(ctx)
 	s.Retention = r.scrubExpired(ctx)
+	s.Sweep = r.sweepDeleted(ctx)
 	s.Drift = r.audit(ctx)
 	s.Seconds = time.Since(s.StartedAt).Seconds()
 	s.Outcome = "success"
@@ -356,6 +377,115 @@ func (r *Reconciler) deliverOutbox(ctx context.Context) PassSummary {
 	r.count("outbox", resultDone, p.Done)
 	r.count("outbox", resultSkipped, p.Skipped)
 	r.count("outbox", resultFailed, p.Failed)
+	return p
+}
+
+// StateSweep names the deletion sweep's state in reconcile_state.
+const StateSweep = "deletion_sweep"
+
+// sweepState is where the deletion sweep stands: the last user id it asked
+// Clerk about in the current round, and when that round started.
+type sweepState struct {
+	AfterID      int64     `json:"after_id"`
+	RoundStarted time.Time `json:"round_started"`
+}
+
+// sweepDeleted finds users held here as live whom Clerk no longer has (a
+// user.deleted Svix gave up on, or never sent) and deletes them exactly as
+// user.deleted would. It walks every live user in id order, SweepPage at a
+// time, at most SweepBatch per run, one round every SweepInterval; a run that
+// fails keeps its place and the next one carries on.
+func (r *Reconciler) sweepDeleted(ctx context.Context) PassSummary {
+	var p PassSummary
+	if r.Directory == nil || r.Config.SweepInterval <= 0 {
+		return p
+	}
+	var st sweepState
+	if raw, err := r.Store.State(ctx, StateSweep); err != nil {
+		p.Error = err.Error()
+		return p
+	} else if raw != "" {
+		if err := json.Unmarshal([]byte(raw), &st); err != nil {
+			r.Log.WarnContext(ctx, "deletion sweep state unreadable; starting a new round", "error", err)
+			st = sweepState{}
+		}
+	}
+	now := time.Now()
+	if st.AfterID == 0 {
+		if !st.RoundStarted.IsZero() && now.Sub(st.RoundStarted) < r.Config.SweepInterval {
+			return p // this round is done; the next is not due yet
+		}
+		st.RoundStarted = now
+	}
+	asked := 0
+	for asked < max(r.Config.SweepBatch, 1) && ctx.Err() == nil {
+		users, err := r.Store.LiveUsersAfter(ctx, st.AfterID, ledger.SweepPage)
+		if err != nil {
+			p.Error = err.Error()
+			break
+		}
+		if len(users) == 0 {
+			st.AfterID = 0 // round complete
+			r.Log.InfoContext(ctx, "deletion sweep round complete", "started", st.RoundStarted)
+			break
+		}
+		ids := make([]string, len(users))
+		for i, u := range users {
+			ids[i] = u.ClerkID
+		}
+		exist, err := r.Directory.ExistingUsers(ctx, ids)
+		if err != nil {
+			p.Error = err.Error()
+			r.Log.ErrorContext(ctx, "deletion sweep: ask Clerk", "error", err)
+			break
+		}
+		var gone []ledger.LiveUser
+		for _, u := range users {
+			if !exist[u.ClerkID] && now.Sub(u.CreatedAt) >= r.Config.SweepMinAge {
+				gone = append(gone, u)
+			}
+		}
+		if p.Found+len(gone) > r.Config.SweepMaxDeletions {
+			p.Found += len(gone)
+			p.Error = fmt.Sprintf("refusing to delete: %d users gone from Clerk in one run, more than SWEEP_MAX_DELETIONS (%d); "+
+				"check that CLERK_SECRET_KEY belongs to this instance, then raise the limit", p.Found, r.Config.SweepMaxDeletions)
+			r.Log.ErrorContext(ctx, "deletion sweep stopped", "error", p.Error)
+			break
+		}
+		p.Found += len(gone)
+		for _, u := range gone {
+			if r.Config.DryRun {
+				r.Log.InfoContext(ctx, "deletion sweep would delete a user Clerk no longer has", "clerk_user_id", u.ClerkID)
+				continue
+			}
+			forfeited, deleted, err := r.Store.DeleteGoneUser(ctx, u.UserRef, r.Config.ForfeitOnDelete)
+			switch {
+			case err != nil:
+				p.Failed++
+				r.Log.ErrorContext(ctx, "deletion sweep: delete user", "clerk_user_id", u.ClerkID, "error", err)
+			case deleted:
+				p.Done++
+				r.Log.InfoContext(ctx, "deleted a user Clerk no longer has", "clerk_user_id", u.ClerkID, "credits_forfeited", forfeited)
+			default:
+				p.Skipped++ // deleted meanwhile by a delivery
+			}
+		}
+		if p.Failed > 0 {
+			break // keep the place: the next run retries this page
+		}
+		asked += len(users)
+		st.AfterID = users[len(users)-1].ID
+	}
+	r.count("sweep", resultDone, p.Done)
+	r.count("sweep", resultSkipped, p.Skipped)
+	r.count("sweep", resultFailed, p.Failed)
+	if r.Config.DryRun || p.Error != "" && st.AfterID == 0 {
+		return p
+	}
+	b, _ := json.Marshal(st)
+	if err := r.Store.SetState(ctx, StateSweep, string(b)); err != nil {
+		p.Error = err.Error()
+	}
 	return p
 }
 
