@@ -31,13 +31,15 @@ import (
 
 var version = "dev"
 
-const usage = `Usage: reconciler [--dry-run] | reconciler requeue ... | reconciler env
+const usage = `Usage: reconciler [--dry-run] | reconciler requeue ... | reconciler explain ID | reconciler env
 
 One bounded reconcile pass, then exit; prints a one-line JSON summary on stdout.
   --dry-run   report what would be done and change nothing
   requeue     set dead webhook events back to failed for the next run to re-run:
               requeue (--svix-id ID [--svix-id ID ...] | --since RFC3339-TIME) [--dry-run]
               (reconciler requeue --help tells more)
+  explain     print one user's story (balance, entries, events, Clerk writes)
+              and what the next run would do: explain [--json] CLERK_USER_ID
   env         list the environment variables it reads
 
 Environment:
@@ -132,6 +134,9 @@ func loadConfig(getenv func(string) string) (config, []string, error) {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "requeue" {
 		return runRequeue(ctx, args[1:], getenv, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "explain" {
+		return runExplain(ctx, args[1:], getenv, stdout, stderr)
 	}
 	if len(args) == 1 && args[0] == "env" {
 		// The variables this binary reads, derived from loadConfig itself.

@@ -149,3 +149,69 @@ type Backlog struct {
 	LedgerDriftUsers         int64
 	LastSuccessfulReconcile  time.Time
 }
+
+// UserStory is everything creditgate holds about one Clerk user, for support
+// questions ("why does this user have 0 credits?").
+type UserStory struct {
+	ClerkID string
+	// User is nil when creditgate holds no row for the user.
+	User    *StoryUser
+	Entries []StoryEntry
+	Events  []StoryEvent
+	Outbox  []StoryOutbox
+}
+
+// StoryUser is the users row.
+type StoryUser struct {
+	ID               int64
+	Email            string
+	AvailableCredits int64
+	UsedCredits      int64
+	CreatedAt        time.Time
+	ClerkUpdatedAt   time.Time
+	DeletedAt        time.Time
+}
+
+// StoryEntry is one ledger entry.
+type StoryEntry struct {
+	CreatedAt      time.Time
+	Type           string
+	Amount         int64
+	Reason         string
+	IdempotencyKey string
+	SvixID         string
+}
+
+// StoryEvent is one stored webhook event naming the user.
+type StoryEvent struct {
+	SvixID      string
+	EventType   string
+	Status      EventStatus
+	Attempts    int
+	LastError   string
+	ReceivedAt  time.Time
+	ProcessedAt time.Time
+	Scrubbed    bool
+}
+
+// StoryOutbox is one Clerk metadata write owed for the user.
+type StoryOutbox struct {
+	IdempotencyKey string
+	Status         OutboxStatus
+	Attempts       int
+	LastError      string
+	NextAttemptAt  time.Time
+	DeliveredAt    time.Time
+}
+
+// Credits and Debits sum the user's ledger entries.
+func (s UserStory) Credits() (credits, debits int64) {
+	for _, e := range s.Entries {
+		if e.Type == TypeCredit {
+			credits += e.Amount
+		} else {
+			debits += e.Amount
+		}
+	}
+	return credits, debits
+}

@@ -114,6 +114,19 @@ type PassSummary struct {
 	Dead    int `json:"dead,omitempty"`
 	// Error is set when the pass could not run at all.
 	Error string `json:"error,omitempty"`
+	// Items, in a dry run, names what the pass would act on: Clerk user
+	// ids (svix-ids for the events pass), at most maxDryRunItems.
+	Items []string `json:"items,omitempty"`
+}
+
+// maxDryRunItems bounds the names a dry run lists per pass.
+const maxDryRunItems = 100
+
+// note names an item a dry run would act on.
+func (p *PassSummary) note(item string) {
+	if len(p.Items) < maxDryRunItems {
+		p.Items = append(p.Items, item)
+	}
 }
 
 // Summary is a run's one-line JSON report.
@@ -188,6 +201,9 @@ func (r *Reconciler) retryFailedEvents(ctx context.Context) PassSummary {
 	}
 	p.Found = len(evs)
 	if r.Config.DryRun {
+		for _, ev := range evs {
+			p.note(ev.Delivery.SvixID)
+		}
 		return p
 	}
 	for _, ev := range evs {
@@ -228,6 +244,9 @@ func (r *Reconciler) grantMissingSignups(ctx context.Context) PassSummary {
 	}
 	p.Found = len(users)
 	if r.Config.DryRun {
+		for _, u := range users {
+			p.note(u.ClerkID)
+		}
 		return p
 	}
 	for _, u := range users {
@@ -298,6 +317,7 @@ func (r *Reconciler) backfill(ctx context.Context) (PassSummary, *time.Time) {
 			}
 			p.Found++
 			if r.Config.DryRun {
+				p.note(u.ID)
 				continue
 			}
 			granted, err := r.Store.EnsureUser(ctx, u, r.Config.SignupCredits, r.Writer != nil)
@@ -455,7 +475,7 @@ func (r *Reconciler) sweepDeleted(ctx context.Context) PassSummary {
 		p.Found += len(gone)
 		for _, u := range gone {
 			if r.Config.DryRun {
-				r.Log.InfoContext(ctx, "deletion sweep would delete a user Clerk no longer has", "clerk_user_id", u.ClerkID)
+				p.note(u.ClerkID)
 				continue
 			}
 			forfeited, deleted, err := r.Store.DeleteGoneUser(ctx, u.UserRef, r.Config.ForfeitOnDelete)

@@ -205,6 +205,13 @@ func TestDryRunChangesNothing(t *testing.T) {
 	if sum.Events.Found != 1 || sum.Signup.Found != 1 || sum.Events.Done+sum.Signup.Done != 0 || !sum.DryRun {
 		t.Errorf("dry run summary = %+v, want 1 event and 1 user found, nothing done", sum)
 	}
+	// It names them, so an operator sees which.
+	if diff := cmp.Diff([]string{"msg_failed"}, sum.Events.Items); diff != "" {
+		t.Errorf("dry run events (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"user_nocredit"}, sum.Signup.Items); diff != "" {
+		t.Errorf("dry run users (-want +got):\n%s", diff)
+	}
 }
 
 func TestLedgerDriftIsReportedNotFixed(t *testing.T) {
