@@ -11,6 +11,7 @@ import (
 
 type config struct {
 	DatabaseURL     string
+	RuntimeRole     string
 	Secrets         []string
 	SignupCredits   int64
 	ForfeitOnDelete bool
@@ -46,6 +47,9 @@ func loadConfig(getenv func(string) string, serving bool) (config, []string, err
 		DatabaseURL: r.DatabaseURL("DATABASE_URL", postgres.CheckURL),
 		LogLevel:    r.OneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 		LogFormat:   r.OneOf("LOG_FORMAT", "json", "json", "text"),
+	}
+	if !serving {
+		c.RuntimeRole = r.String("RUNTIME_ROLE", "")
 	}
 	if serving {
 		if raw := r.Required("CLERK_WEBHOOK_SIGNING_SECRET",

@@ -34,7 +34,7 @@ var version = "dev"
 
 const usage = `Usage:
   webhook                  serve POST /api/webhooks/clerk, /healthz, /readyz (HTTP_ADDR) and /metrics (METRICS_ADDR)
-  webhook migrate          apply pending database migrations and exit
+  webhook migrate          apply pending database migrations (and grant RUNTIME_ROLE what the service needs) and exit
   webhook migrate status   list migrations and whether each is applied
   webhook version          print the version
   webhook env              list the environment variables it reads
@@ -42,6 +42,8 @@ const usage = `Usage:
 
 Environment:
   DATABASE_URL                  PostgreSQL URL (required)
+  RUNTIME_ROLE                  webhook migrate only: the role the service connects as; granted DML on its tables, no DDL,
+                                and on the ledger only INSERT and SELECT
   CLERK_WEBHOOK_SIGNING_SECRET  whsec_ secret(s), separated by spaces or commas (required to serve)
   SIGNUP_CREDITS                credits granted once per new Clerk user (default 20)
   FORFEIT_ON_DELETE             on user.deleted, debit the remaining credits (default true)
@@ -114,7 +116,7 @@ func migrate(ctx context.Context, getenv func(string) string, stdout, stderr io.
 	}
 	db, err := postgres.Open(cfg.DatabaseURL, postgres.Options{MaxConns: 2})
 	if err != nil {
-		return err
+		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	defer db.Close()
 	if statusOnly {
@@ -137,6 +139,12 @@ func migrate(ctx context.Context, getenv func(string) string, stdout, stderr io.
 	}
 	if err != nil {
 		return err
+	}
+	if cfg.RuntimeRole != "" {
+		if err := postgres.GrantRuntime(ctx, db, cfg.RuntimeRole); err != nil {
+			return fmt.Errorf("RUNTIME_ROLE: %w", err)
+		}
+		log.InfoContext(ctx, "runtime role granted what the service needs", "role", cfg.RuntimeRole)
 	}
 	if len(applied) == 0 {
 		log.InfoContext(ctx, "database schema is up to date")
