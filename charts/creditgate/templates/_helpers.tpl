@@ -182,6 +182,9 @@ RECONCILE_BATCH: {{ $r.batch | toString | quote }}
 BACKFILL_PAGE_SIZE: {{ $r.backfillPageSize | toString | quote }}
 BACKFILL_MAX_PAGES: {{ $r.backfillMaxPages | toString | quote }}
 BACKFILL_OVERLAP: {{ $r.backfillOverlap | quote }}
+SWEEP_INTERVAL: {{ $r.sweepInterval | quote }}
+SWEEP_MAX_DELETIONS: {{ $r.sweepMaxDeletions | toString | quote }}
+PAYLOAD_RETENTION: {{ $r.payloadRetention | quote }}
 {{- with $r.pushgatewayURL }}
 PUSHGATEWAY_URL: {{ . | quote }}
 {{- end }}
