@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -38,22 +39,13 @@ func runExplain(ctx context.Context, args []string, getenv func(string) string, 
 		return fmt.Errorf("explain takes one Clerk user id, got %q", fs.Args())
 	}
 	clerkID := fs.Arg(0)
-	cfg, _, err := loadConfig(getenv)
-	if err != nil {
-		return fmt.Errorf("configuration:\n%w", err)
-	}
-	log, err := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cfg, log, store, closeDB, err := openStore(ctx, getenv, stderr)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	db, err := postgres.Open(cfg.DatabaseURL, postgres.Options{MaxConns: 2})
-	if err != nil {
-		return fmt.Errorf("DATABASE_URL: %w", err)
-	}
-	defer db.Close()
-	store := postgres.NewStore(db)
+	defer closeDB()
 	st, err := store.UserStory(ctx, clerkID)
 	if err != nil {
 		return err
@@ -154,4 +146,27 @@ func writeStory(w io.Writer, st ledger.UserStory, do []string) {
 	for _, d := range do {
 		fmt.Fprintln(w, "  "+d)
 	}
+}
+
+// openStore is the set-up of the reconciler's one-off subcommands: the
+// configuration, a logger, and a store on a small pool over a database that
+// holds this binary's migrations.
+func openStore(ctx context.Context, getenv func(string) string, stderr io.Writer) (config, *slog.Logger, *postgres.Store, func(), error) {
+	cfg, _, err := loadConfig(getenv)
+	if err != nil {
+		return cfg, nil, nil, nil, fmt.Errorf("configuration:\n%w", err)
+	}
+	log, err := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return cfg, nil, nil, nil, err
+	}
+	db, err := postgres.Open(cfg.DatabaseURL, postgres.Options{MaxConns: 2, LockTimeout: cfg.DBLockTimeout})
+	if err != nil {
+		return cfg, nil, nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if err := postgres.Ready(ctx, db); err != nil {
+		db.Close()
+		return cfg, nil, nil, nil, fmt.Errorf("database not ready: %w", err)
+	}
+	return cfg, log, postgres.NewStore(db), func() { db.Close() }, nil
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/creditgate/creditgate/pkg/postgres"
-	"github.com/creditgate/creditgate/pkg/telemetry"
 )
 
 const requeueUsage = `Usage: reconciler requeue (--svix-id ID [--svix-id ID ...] | --since TIME) [--dry-run]
@@ -94,25 +93,13 @@ func runRequeue(ctx context.Context, args []string, getenv func(string) string, 
 		return errors.New("requeue: give --svix-id or --since, not both")
 	}
 
-	cfg, _, err := loadConfig(getenv)
-	if err != nil {
-		return fmt.Errorf("configuration:\n%w", err)
-	}
-	log, err := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	db, err := postgres.Open(cfg.DatabaseURL, postgres.Options{MaxConns: 2})
+	cfg, log, store, closeDB, err := openStore(ctx, getenv, stderr)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	if err := postgres.Ready(ctx, db); err != nil {
-		return fmt.Errorf("database not ready: %w", err)
-	}
-	store := postgres.NewStore(db)
+	defer closeDB()
 
 	// No reconciler lock: the UPDATE touches only dead rows, which nothing
 	// else writes, so it is safe beside a run and beside live deliveries.

@@ -77,33 +77,42 @@ func (a *API) ListUsers(ctx context.Context, createdAfter time.Time, limit, offs
 	if !createdAfter.IsZero() {
 		params.CreatedAtAfter = sdk.Int64(createdAfter.UnixMilli())
 	}
+	// GET /users directly: the SDK's List also asks /users/count for every
+	// page, doubling the calls against Clerk's rate limit.
+	var page userPage
+	if err := a.getUsers(ctx, params, &page); err != nil {
+		return nil, fmt.Errorf("list Clerk users after %s: %w", createdAfter.Format(time.RFC3339), err)
+	}
+	out := make([]ledger.ClerkUser, 0, len(page))
+	for _, u := range page {
+		if u != nil {
+			out = append(out, fromSDK(u))
+		}
+	}
+	return out, nil
+}
+
+// getUsers calls GET /users at this process's pace; a 429 is waited out
+// (its Retry-After, capped) and retried a few times before it is returned.
+func (a *API) getUsers(ctx context.Context, params *user.ListParams, page *userPage) error {
 	for attempt := 1; ; attempt++ {
 		if err := a.pace.wait(ctx); err != nil {
-			return nil, err
+			return err
 		}
-		// GET /users directly: the SDK's List also asks /users/count for
-		// every page, doubling the calls against Clerk's rate limit.
 		req := sdk.NewAPIRequest(http.MethodGet, "/users")
 		req.SetParams(params)
-		var page userPage
-		err := a.users.Backend.Call(ctx, req, &page)
+		err := a.users.Backend.Call(ctx, req, page)
 		if err == nil {
-			out := make([]ledger.ClerkUser, 0, len(page))
-			for _, u := range page {
-				if u != nil {
-					out = append(out, fromSDK(u))
-				}
-			}
-			return out, nil
+			return nil
 		}
 		err = a.classify(err)
 		wait, limited := ledger.RetryAfter(err)
 		if !limited || attempt == 5 {
-			return nil, fmt.Errorf("list Clerk users after %s: %w", createdAfter.Format(time.RFC3339), err)
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(min(wait, a.maxWait)):
 		}
 	}
@@ -114,34 +123,17 @@ func (a *API) ListUsers(ctx context.Context, createdAfter time.Time, limit, offs
 func (a *API) ExistingUsers(ctx context.Context, ids []string) (map[string]bool, error) {
 	params := &user.ListParams{UserIDs: ids}
 	params.Limit = sdk.Int64(int64(len(ids)))
-	for attempt := 1; ; attempt++ {
-		if err := a.pace.wait(ctx); err != nil {
-			return nil, err
-		}
-		req := sdk.NewAPIRequest(http.MethodGet, "/users")
-		req.SetParams(params)
-		var page userPage
-		err := a.users.Backend.Call(ctx, req, &page)
-		if err == nil {
-			found := make(map[string]bool, len(page))
-			for _, u := range page {
-				if u != nil {
-					found[u.ID] = true
-				}
-			}
-			return found, nil
-		}
-		err = a.classify(err)
-		wait, limited := ledger.RetryAfter(err)
-		if !limited || attempt == 5 {
-			return nil, fmt.Errorf("look up %d Clerk users: %w", len(ids), err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(min(wait, a.maxWait)):
+	var page userPage
+	if err := a.getUsers(ctx, params, &page); err != nil {
+		return nil, fmt.Errorf("look up %d Clerk users: %w", len(ids), err)
+	}
+	found := make(map[string]bool, len(page))
+	for _, u := range page {
+		if u != nil {
+			found[u.ID] = true
 		}
 	}
+	return found, nil
 }
 
 // WriteMetadata implements ledger.MetadataWriter with Clerk's merge-PATCH of
