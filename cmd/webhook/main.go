@@ -39,6 +39,7 @@ const usage = `Usage:
   webhook version          print the version
   webhook env              list the environment variables it reads
   webhook probe URL        GET URL and exit 0 on a 2xx answer (health checks in images without a shell)
+  webhook selftest URL     POST URL one signed event it ignores (CLERK_WEBHOOK_SIGNING_SECRET); exit 0 on 200 ignored
 
 Environment:
   DATABASE_URL                  PostgreSQL URL (required)
@@ -93,6 +94,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case args[0] == "probe" && len(args) == 2:
 		return probe(ctx, args[1], stdout)
+	case args[0] == "selftest" && len(args) == 2:
+		return selftest(ctx, args[1], getenv, stdout)
 	case args[0] == "version" || args[0] == "--version":
 		fmt.Fprintln(stdout, version)
 		return nil
