@@ -613,21 +613,12 @@ func checkCronJob(t *testing.T, vs valueSet, m *manifests) {
 	}
 }
 
+// checkTestPod checks the helm test Pods: readyz probes /readyz through the
+// Service, then selftest POSTs a signed event to the webhook path through the
+// Service with the Deployment's own signing secret.
 func checkTestPod(t *testing.T, vs valueSet, m *manifests) {
-	if len(m.Pods) != 1 {
-		t.Fatalf("%d Pods, want the helm test Pod", len(m.Pods))
-	}
-	p := m.Pods[0]
-	if p.Annotations["helm.sh/hook"] != "test" {
-		t.Errorf("Pod %s is not a test hook", p.Name)
-	}
-	c := p.Spec.Containers[0]
-	if len(c.Command) != 3 || c.Command[0] != "/usr/local/bin/webhook" || c.Command[1] != "probe" {
-		t.Fatalf("test Pod runs %q, want [/usr/local/bin/webhook probe URL]", c.Command)
-	}
-	u, err := url.Parse(c.Command[2])
-	if err != nil {
-		t.Fatal(err)
+	if len(m.Pods) != 2 {
+		t.Fatalf("%d Pods, want the helm test Pods readyz and selftest", len(m.Pods))
 	}
 	svc := m.service(t)
 	var port int32
@@ -637,11 +628,57 @@ func checkTestPod(t *testing.T, vs valueSet, m *manifests) {
 		}
 	}
 	host := svc.Name + "." + vs.namespace + ".svc"
-	if u.Scheme != "http" || u.Hostname() != host || u.Port() != strconv.Itoa(int(port)) || u.Path != readyPath {
-		t.Errorf("test Pod probes %s, want http://%s:%d%s", u, host, port, readyPath)
+	weights := map[string]int{}
+	for _, p := range m.Pods {
+		if p.Annotations["helm.sh/hook"] != "test" {
+			t.Errorf("Pod %s is not a test hook", p.Name)
+		}
+		if p.Spec.RestartPolicy != corev1.RestartPolicyNever {
+			t.Errorf("test Pod %s restartPolicy %q, want Never", p.Name, p.Spec.RestartPolicy)
+		}
+		if len(p.Spec.Containers) != 1 {
+			t.Fatalf("test Pod %s: %d containers, want 1", p.Name, len(p.Spec.Containers))
+		}
+		c := p.Spec.Containers[0]
+		if len(c.Command) != 3 || c.Command[0] != "/usr/local/bin/webhook" {
+			t.Fatalf("test Pod %s runs %q, want [/usr/local/bin/webhook SUBCOMMAND URL]", p.Name, c.Command)
+		}
+		weights[c.Command[1]] = hookWeight(t, p)
+		u, err := url.Parse(c.Command[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantPath := map[string]string{"probe": readyPath, "selftest": webhookPath}[c.Command[1]]
+		if wantPath == "" {
+			t.Errorf("test Pod %s runs webhook %s, want probe or selftest", p.Name, c.Command[1])
+			continue
+		}
+		if u.Scheme != "http" || u.Hostname() != host || u.Port() != strconv.Itoa(int(port)) || u.Path != wantPath {
+			t.Errorf("test Pod %s reaches %s, want http://%s:%d%s", p.Name, u, host, port, wantPath)
+		}
+		switch c.Command[1] {
+		case "probe":
+			if len(c.Env) != 0 || len(c.EnvFrom) != 0 {
+				t.Errorf("the readyz test Pod reads %v %v, want nothing", c.Env, c.EnvFrom)
+			}
+		case "selftest":
+			// It signs with what the webhook verifies with: the same Secret and key.
+			var want *corev1.EnvVar
+			for _, e := range container(t, m.deployment(t).Spec.Template.Spec, "webhook").Env {
+				if e.Name == "CLERK_WEBHOOK_SIGNING_SECRET" {
+					want = &e
+				}
+			}
+			if want == nil {
+				t.Fatal("the Deployment sets no CLERK_WEBHOOK_SIGNING_SECRET")
+			}
+			if d := cmp.Diff([]corev1.EnvVar{*want}, c.Env); d != "" || len(c.EnvFrom) != 0 {
+				t.Errorf("the selftest Pod's env differs from the webhook's signing secret (-webhook +selftest):\n%s", d)
+			}
+		}
 	}
-	if p.Spec.RestartPolicy != corev1.RestartPolicyNever {
-		t.Errorf("test Pod restartPolicy %q, want Never", p.Spec.RestartPolicy)
+	if weights["probe"] >= weights["selftest"] {
+		t.Errorf("test hook weights %v: readyz must run before selftest", weights)
 	}
 }
 

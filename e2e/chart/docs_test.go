@@ -148,19 +148,24 @@ func TestNotes(t *testing.T) {
 		want []string
 	}{
 		{vs: sets[0], want: []string{
+			"running ghcr.io/creditgate/creditgate:" + appVersion(t) + ".",
 			"kubectl -n payments port-forward svc/cg-creditgate 8080:8080",
 			"the URL is http://127.0.0.1:8080/api/webhooks/clerk",
-			"curl -fsS http://127.0.0.1:8080/readyz",
 			"helm test cg -n payments",
-			"go run ./cmd/svixsend -url http://127.0.0.1:8080/api/webhooks/clerk",
-			"get secret cg-creditgate -o jsonpath='{.data.clerk-webhook-signing-secret}'",
-			"credits_granted 20",
+			"kubectl -n payments logs cg-creditgate-test-selftest",
+			"It must be the one in secret.signingSecret",
 		}},
 		{vs: sets[1], want: []string{
+			"running registry.example.com/creditgate@sha256:0000000000000000000000000000000000000000000000000000000000000000.",
 			"\n     https://credits.example.com/api/webhooks/clerk\n",
-			"go run ./cmd/svixsend -url https://credits.example.com/api/webhooks/clerk",
-			"get secret creditgate -o jsonpath='{.data.whsec}'",
+			"/usr/local/bin/webhook selftest https://credits.example.com/api/webhooks/clerk",
 			"create job --from=cronjob/creditgate-reconciler",
+		}},
+		{vs: valueSet{name: "existingSecret, no tests", release: "cg", namespace: "payments",
+			args: []string{"--set", "secret.existingSecret=cg-secrets", "--set", "tests.enabled=false"}}, want: []string{
+			"It must be the one in Secret cg-secrets,\n   key clerk-webhook-signing-secret",
+			"rollout restart deploy/cg-creditgate",
+			"exec deploy/cg-creditgate -c webhook -- \\\n       /usr/local/bin/webhook selftest http://127.0.0.1:8080/api/webhooks/clerk",
 		}},
 	}
 	for _, tt := range tests {
@@ -177,6 +182,13 @@ func TestNotes(t *testing.T) {
 			}
 			if strings.Contains(notes, "<no value>") {
 				t.Errorf("NOTES.txt has <no value>:\n%s", notes)
+			}
+			// The smoke test proves the signature and the database without
+			// touching the ledger: never a user event.
+			for _, bad := range []string{"user.created\"", "-type user.", "credits_granted"} {
+				if strings.Contains(notes, bad) {
+					t.Errorf("NOTES.txt suggests sending a user event (%q):\n%s", bad, notes)
+				}
 			}
 		})
 	}

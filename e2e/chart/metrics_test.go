@@ -73,12 +73,15 @@ func exportedMetrics(t *testing.T) *exported {
 	m := render(t, valueSets()[0])
 	c := m.deployment(t).Spec.Template.Spec.Containers[0]
 	probePaths := []string{c.StartupProbe.HTTPGet.Path, c.LivenessProbe.HTTPGet.Path, c.ReadinessProbe.HTTPGet.Path}
-	if len(m.Pods) != 1 {
-		t.Fatalf("want the helm test Pod")
+	if len(m.Pods) != 2 {
+		t.Fatalf("want the helm test Pods (readyz and selftest), got %d Pods", len(m.Pods))
 	}
-	testCmd := m.Pods[0].Spec.Containers[0].Command
+	var testCmds [][]string
+	for _, p := range m.Pods {
+		testCmds = append(testCmds, p.Spec.Containers[0].Command)
+	}
 	exportOnce.Do(func() {
-		exportVal, exportErr = runBinaries(webhookBin, reconcilerBin, probePaths, testCmd)
+		exportVal, exportErr = runBinaries(webhookBin, reconcilerBin, probePaths, testCmds)
 		if errors.Is(exportErr, pglocal.ErrNoBinaries) && !inCI() {
 			exportSkip = exportErr.Error()
 		}
@@ -101,7 +104,7 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func runBinaries(webhookBin, reconcilerBin string, probePaths, testCmd []string) (res *exported, err error) {
+func runBinaries(webhookBin, reconcilerBin string, probePaths []string, testCmds [][]string) (res *exported, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var logs bytes.Buffer
@@ -191,23 +194,40 @@ func runBinaries(webhookBin, reconcilerBin string, probePaths, testCmd []string)
 			return nil, fmt.Errorf("probe path %s: status %d, %v", p, code, err)
 		}
 	}
-	// The helm test Pod's command works against this binary: `webhook probe
-	// URL` exits 0 on /readyz (the Service's host swapped for the local
-	// listener) and non-zero on a 404.
-	if len(testCmd) != 3 || filepath.Base(testCmd[0]) != "webhook" {
-		return nil, fmt.Errorf("helm test command %q", testCmd)
-	}
-	u, err := url.Parse(testCmd[2])
-	if err != nil {
-		return nil, err
-	}
-	u.Host = httpAddr
-	if _, err := run(ctx, "", []string{}, webhookBin, testCmd[1], u.String()); err != nil {
-		return nil, fmt.Errorf("the helm test command against a ready webhook: %w", err)
-	}
-	u.Path = "/no-such-path"
-	if _, err := run(ctx, "", []string{}, webhookBin, testCmd[1], u.String()); err == nil {
-		return nil, errors.New("`webhook probe` exits 0 on a 404")
+	// The helm test Pods' commands work against this binary (the Service's
+	// host swapped for the local listener): `webhook probe URL` exits 0 on
+	// /readyz and non-zero on a 404; `webhook selftest URL` exits 0 with the
+	// webhook's signing secret (the chart passes the same Secret key) and
+	// non-zero with another.
+	for _, testCmd := range testCmds {
+		if len(testCmd) != 3 || filepath.Base(testCmd[0]) != "webhook" {
+			return nil, fmt.Errorf("helm test command %q", testCmd)
+		}
+		u, err := url.Parse(testCmd[2])
+		if err != nil {
+			return nil, err
+		}
+		u.Host = httpAddr
+		switch testCmd[1] {
+		case "probe":
+			if _, err := run(ctx, "", []string{}, webhookBin, testCmd[1], u.String()); err != nil {
+				return nil, fmt.Errorf("the helm test command against a ready webhook: %w", err)
+			}
+			u.Path = "/no-such-path"
+			if _, err := run(ctx, "", []string{}, webhookBin, testCmd[1], u.String()); err == nil {
+				return nil, errors.New("`webhook probe` exits 0 on a 404")
+			}
+		case "selftest":
+			if _, err := run(ctx, "", []string{"CLERK_WEBHOOK_SIGNING_SECRET=" + secret}, webhookBin, testCmd[1], u.String()); err != nil {
+				return nil, fmt.Errorf("the helm test selftest against the webhook with its secret: %w", err)
+			}
+			other := "whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 24))
+			if _, err := run(ctx, "", []string{"CLERK_WEBHOOK_SIGNING_SECRET=" + other}, webhookBin, testCmd[1], u.String()); err == nil {
+				return nil, errors.New("`webhook selftest` exits 0 with a secret the webhook does not verify with")
+			}
+		default:
+			return nil, fmt.Errorf("helm test command %q: unknown subcommand", testCmd)
+		}
 	}
 	if err := deliver(ctx, base+webhookPath, secret); err != nil {
 		return nil, err
