@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: dev test test-go test-chart vet fmt-check lint build image fuzz bench e2e e2e-kind chart-check cluster-up cluster-down
+.PHONY: dev test test-go test-chart vet fmt-check lint actionlint build image image-push fuzz bench e2e e2e-kind chart-check cluster-up cluster-down
 
 dev:
 	$(GO) run ./hack/dev
@@ -37,9 +37,21 @@ lint: fmt-check vet
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o /tmp/creditgate/ ./cmd/...
 
-# The container image, built without Docker (see docs/image.md).
+# The container image, built without Docker (see docs/image.md): IMAGE names
+# it (default creditgate:dev, for a local cluster), IMAGE_ARCH is its one
+# platform. `make image-push IMAGE=<registry>/creditgate:<tag>` also pushes it
+# with crane, using `crane auth login` / `docker login` credentials; then
+# install with --set image.repository=<registry>/creditgate --set image.tag=<tag>.
+IMAGE ?= creditgate:dev
+IMAGE_ARCH ?= amd64
+IMAGE_TAR ?= $(or $(CREDITGATE_CACHE),$(HOME)/.cache/creditgate)/images/creditgate.tar
+# go-containerregistry's crane, the version hack/tools/go.mod pins.
+CRANE_VERSION ?= v0.22.1
 image:
-	cd hack/tools && $(GO) run ./image
+	cd hack/tools && $(GO) run ./image -tag '$(IMAGE)' -arch '$(IMAGE_ARCH)' -out '$(IMAGE_TAR)'
+
+image-push: image
+	$(GO) run github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION) push '$(IMAGE_TAR)' '$(IMAGE)'
 
 # Coverage-guided fuzzing, FUZZTIME (default 60s) per target: the whole
 # delivery path against a real PostgreSQL, the event decoder, and the Svix
