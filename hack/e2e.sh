@@ -37,6 +37,12 @@ export E2E_IMAGE=creditgate:$tag
 (cd hack/tools && go run ./image -tag "$E2E_IMAGE" -out "$RUN_DIR/creditgate-image.tar")
 bash hack/cluster/load-image.sh "$RUN_DIR/creditgate-image.tar"
 
+# This cluster has no CoreDNS: the helm test Pods reach the Service through
+# its environment variables instead of its name (tests.serviceAddress=env).
+if [[ -z ${E2E_VALUES:-} ]]; then
+  printf 'tests:\n  serviceAddress: env\n' >"$RUN_DIR/e2e-values.yaml"
+  export E2E_VALUES=$RUN_DIR/e2e-values.yaml
+fi
 export E2E_HOST_IP=$(node_ip)
 export E2E_KUBECTL=$K8S_BIN/kubectl
 export E2E_HELM=$tools_bin/helm

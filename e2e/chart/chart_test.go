@@ -682,6 +682,40 @@ func checkTestPod(t *testing.T, vs valueSet, m *manifests) {
 	}
 }
 
+// TestTestPodsServiceEnv checks tests.serviceAddress=env, for clusters without
+// Service DNS: the test Pods address the Service through the environment
+// variables the kubelet sets for it (named after the Service and its port
+// http), which it expands in the command.
+func TestTestPodsServiceEnv(t *testing.T) {
+	t.Parallel()
+	vs := valueSet{name: "service env", release: "cg", namespace: "payments",
+		args: []string{"--set", "secret.existingSecret=mine", "--set", "tests.serviceAddress=env"}}
+	m := render(t, vs)
+	svc := m.service(t)
+	prefix := strings.ToUpper(strings.ReplaceAll(svc.Name, "-", "_")) + "_SERVICE_"
+	var hasHTTP bool
+	for _, p := range svc.Spec.Ports {
+		hasHTTP = hasHTTP || p.Name == "http"
+	}
+	if !hasHTTP {
+		t.Fatal("the Service has no port named http")
+	}
+	base := "http://$(" + prefix + "HOST):$(" + prefix + "PORT_HTTP)"
+	want := map[string]string{"probe": base + readyPath, "selftest": base + webhookPath}
+	if len(m.Pods) != 2 {
+		t.Fatalf("%d test Pods, want 2", len(m.Pods))
+	}
+	for _, p := range m.Pods {
+		c := p.Spec.Containers[0]
+		if len(c.Command) != 3 || c.Command[2] != want[c.Command[1]] {
+			t.Errorf("test Pod %s runs %q, want its URL %s", p.Name, c.Command, want[c.Command[1]])
+		}
+		if p.Spec.EnableServiceLinks == nil || !*p.Spec.EnableServiceLinks {
+			t.Errorf("test Pod %s does not enable service links", p.Name)
+		}
+	}
+}
+
 func checkIngress(t *testing.T, m *manifests) {
 	svc := m.service(t)
 	for _, ing := range m.Ingresses {

@@ -108,6 +108,22 @@ yet when a pre-install hook runs, so the chart makes a hook one.
 {{- end }}
 {{- end }}
 
+{{/*
+Base URL of the webhook Service for the helm test Pods: its DNS name, or with
+tests.serviceAddress=env the Service's environment variables, which the kubelet
+expands in a container's command (for clusters without Service DNS; the test
+Pods run after the Service exists, so the variables are set).
+*/}}
+{{- define "creditgate.testServiceURL" -}}
+{{- $fullname := include "creditgate.fullname" . }}
+{{- if eq .Values.tests.serviceAddress "env" }}
+{{- $var := $fullname | upper | replace "-" "_" }}
+{{- printf "http://$(%s_SERVICE_HOST):$(%s_SERVICE_PORT_HTTP)" $var $var }}
+{{- else }}
+{{- printf "http://%s.%s.svc:%v" $fullname .Release.Namespace .Values.service.port }}
+{{- end }}
+{{- end }}
+
 {{/* Name of the Secret holding DATABASE_URL and the Clerk secrets. */}}
 {{- define "creditgate.secretName" -}}
 {{- default (include "creditgate.fullname" .) .Values.secret.existingSecret }}
