@@ -41,11 +41,16 @@ type suiteEnv struct {
 	cleanup   bool
 
 	// The database: started here (pglocal) unless E2E_DATABASE_URL names one.
-	pg        *pglocal.Server
-	dbURL     string // as this process reaches it
-	podDBURL  string // as pods reach it
-	db        *bun.DB
-	restartDB func(ctx context.Context) // stops and starts PostgreSQL
+	pg       *pglocal.Server
+	dbURL    string // as this process reaches it
+	podDBURL string // as pods reach it: the runtime role's
+	// podMigrationURL is the schema owner's URL for the migrations Job, and
+	// runtimeRole the role of podDBURL (docs/database.md); both empty when
+	// one role does everything (an external E2E_DATABASE_URL).
+	podMigrationURL string
+	runtimeRole     string
+	db              *bun.DB
+	restartDB       func(ctx context.Context) // stops and starts PostgreSQL
 
 	fake     *clerkfake.Server
 	fakeURL  string // as pods reach it, with /v1
@@ -122,9 +127,16 @@ func setupDatabase(ctx context.Context) {
 			LogFile:         filepath.Join(os.TempDir(), "creditgate-e2e-postgres.log"),
 		})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(env.pg.CreateDatabase(ctx, "creditgate", "")).To(Succeed())
+		// Two roles, as docs/database.md recommends: the migrations Job runs
+		// as the schema's owner, the service as a role granted DML only.
+		Expect(env.pg.Psql(ctx, "postgres", "CREATE ROLE creditgate_migrator LOGIN")).To(Succeed())
+		Expect(env.pg.Psql(ctx, "postgres", "CREATE ROLE creditgate_app LOGIN")).To(Succeed())
+		Expect(env.pg.Psql(ctx, "postgres", "CREATE DATABASE creditgate OWNER creditgate_migrator")).To(Succeed())
 		env.dbURL = env.pg.URL("creditgate")
-		env.podDBURL = fmt.Sprintf("postgres://postgres@%s/creditgate?sslmode=disable", net.JoinHostPort(env.hostIP, fmt.Sprint(env.pg.Port)))
+		hostPort := net.JoinHostPort(env.hostIP, fmt.Sprint(env.pg.Port))
+		env.podDBURL = fmt.Sprintf("postgres://creditgate_app@%s/creditgate?sslmode=disable", hostPort)
+		env.podMigrationURL = fmt.Sprintf("postgres://creditgate_migrator@%s/creditgate?sslmode=disable", hostPort)
+		env.runtimeRole = "creditgate_app"
 		env.restartDB = func(ctx context.Context) {
 			GinkgoHelper()
 			Expect(env.pg.Stop()).To(Succeed())
@@ -165,6 +177,10 @@ func installChart(extra ...string) string {
 		"--set-string", "config.clerk.apiURL=" + env.fakeURL,
 		"--set-string", "config.logLevel=info",
 		"--set", "reconciler.suspend=true", // the specs start reconciler Jobs themselves
+	}
+	if env.runtimeRole != "" {
+		args = append(args, "--set-string", "secret.migrationDatabaseURL="+env.podMigrationURL,
+			"--set-string", "migrations.runtimeRole="+env.runtimeRole)
 	}
 	if f := os.Getenv("E2E_VALUES"); f != "" {
 		args = append(args, "--values", f)

@@ -5,8 +5,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,11 +16,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/uptrace/bun"
 
 	"github.com/creditgate/creditgate/pkg/clerk/clerkfake"
+	"github.com/creditgate/creditgate/pkg/postgres"
 )
 
 // One ordered flow: the disruptive specs (chaos, upgrade) run last, and a
@@ -212,6 +216,46 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 		Expect(rows).To(HaveKeyWithValue("webhook_events", HaveLen(1)))
 		Expect(count(ctx, "SELECT count(*) FROM webhook_events WHERE svix_id = ? AND status = 'rejected' AND raw_body = ?", m.ID, m.Body)).
 			To(Equal(1), "the rejected event keeps the bytes received: %v", rows)
+	})
+
+	It("runs as a runtime role that can neither change the schema nor rewrite the ledger", Label(LabelSecurity), func(ctx SpecContext) {
+		if env.runtimeRole == "" {
+			Skip("one database role (E2E_DATABASE_URL): nothing to check")
+		}
+		// The pods' connections are the runtime role's (the migrations Job,
+		// the schema owner, has finished).
+		id := uid("role", 0)
+		env.fake.AddUser(fakeUser(id))
+		a := s.post(ctx, userCreated("msg_"+id, id, "", time.Now().UnixMilli()), time.Now(), nil)
+		Expect(a.Status).To(Equal(http.StatusOK), a.Body)
+		var users []string
+		Expect(env.db.NewRaw(`SELECT DISTINCT usename FROM pg_stat_activity
+			WHERE datname = 'creditgate' AND application_name = 'creditgate' AND usename IS NOT NULL`).Scan(ctx, &users)).To(Succeed())
+		Expect(users).To(Equal([]string{env.runtimeRole}))
+
+		// And that role cannot change the schema or the ledger, even
+		// directly (not only through the service's statements).
+		u, err := url.Parse(env.dbURL)
+		Expect(err).NotTo(HaveOccurred())
+		u.User = url.User(env.runtimeRole)
+		rt, err := postgres.Open(u.String(), postgres.Options{MaxConns: 1})
+		Expect(err).NotTo(HaveOccurred())
+		defer rt.Close()
+		for _, stmt := range []string{
+			"CREATE TABLE evil (id int)",
+			"ALTER TABLE users DROP CONSTRAINT users_available_credits_check",
+			"UPDATE credit_transactions SET amount = amount + 1",
+			"DELETE FROM credit_transactions",
+			"TRUNCATE credit_transactions",
+		} {
+			_, err := rt.ExecContext(ctx, stmt)
+			pgErr, ok := errors.AsType[*pgconn.PgError](err)
+			Expect(ok).To(BeTrue(), "%s: %v", stmt, err)
+			Expect(pgErr.Code).To(Equal("42501"), "%s: %v", stmt, err)
+		}
+		available, signups := creditsOf(ctx, id)
+		Expect(available).To(Equal(int64(20)))
+		Expect(signups).To(Equal(1))
 	})
 
 	It("heals a user without a signup credit and a failed event with a Job from the CronJob", Label(LabelReconciler), func(ctx SpecContext) {

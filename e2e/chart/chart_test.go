@@ -252,11 +252,15 @@ func checkMigrations(t *testing.T, m *manifests) {
 		t.Errorf("migrations Job reads envFrom %+v: the ConfigMap does not exist before a pre-install hook", c.EnvFrom)
 	}
 	var names []string
+	runtimeRole := ""
 	for _, e := range c.Env {
 		names = append(names, e.Name)
+		if e.Name == "RUNTIME_ROLE" {
+			runtimeRole = e.Value
+		}
 	}
-	if !slices.Equal(names, []string{"DATABASE_URL", "LOG_FORMAT"}) {
-		t.Errorf("migrations env = %q, want [DATABASE_URL LOG_FORMAT]", names)
+	if !slices.Equal(names, []string{"DATABASE_URL", "LOG_FORMAT"}) && !slices.Equal(names, []string{"DATABASE_URL", "LOG_FORMAT", "RUNTIME_ROLE"}) {
+		t.Errorf("migrations env = %q, want [DATABASE_URL LOG_FORMAT] and, with migrations.runtimeRole, RUNTIME_ROLE", names)
 	}
 	cm := m.configMap(t, m.deployment(t).Spec.Template.Spec.Containers[0].EnvFrom[0].ConfigMapRef.Name)
 	for _, e := range c.Env {
@@ -288,9 +292,15 @@ func checkMigrations(t *testing.T, m *manifests) {
 			if len(s.Data) != 1 {
 				t.Errorf("hook Secret %q holds %q, want DATABASE_URL's key only", s.Name, sortedKeys(s.Data))
 			}
+			// One role: the migrations use the service's URL. Two roles
+			// (RUNTIME_ROLE set, with secret.migrationDatabaseURL): the
+			// schema owner's, not the runtime role's.
 			main := m.secret(m.deployment(t).Spec.Template.Spec.Containers[0].Env[0].ValueFrom.SecretKeyRef.Name)
-			if main == nil || string(main.Data[ref.Key]) != string(s.Data[ref.Key]) {
+			switch same := main != nil && string(main.Data[ref.Key]) == string(s.Data[ref.Key]); {
+			case runtimeRole == "" && !same:
 				t.Errorf("hook Secret's DATABASE_URL differs from the chart Secret's")
+			case runtimeRole != "" && same:
+				t.Errorf("with RUNTIME_ROLE %q the migrations run as the service's own role, not the schema owner", runtimeRole)
 			}
 		}
 	}

@@ -223,9 +223,13 @@ env:
     valueFrom:
       secretKeyRef:
         name: {{ include "creditgate.migrationsSecretName" $ctx }}
-        key: {{ $v.secret.keys.databaseURL }}
+        key: {{ and $v.secret.existingSecret $v.secret.keys.migrationDatabaseURL | default $v.secret.keys.databaseURL }}
   - name: LOG_FORMAT
     value: {{ $v.config.logFormat | quote }}
+  {{- with $v.migrations.runtimeRole }}
+  - name: RUNTIME_ROLE
+    value: {{ . | quote }}
+  {{- end }}
 {{- else }}
 {{- $managed := list "DATABASE_URL" "CLERK_WEBHOOK_SIGNING_SECRET" "CLERK_SECRET_KEY" "POD_NAMESPACE" }}
 {{- $managed = concat $managed (keys (include "creditgate.configData" $ctx | fromYaml)) -}}
