@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -143,7 +144,14 @@ func setupDatabase(ctx context.Context) {
 			Expect(env.pg.Restart(ctx)).To(Succeed())
 		}
 	}
-	var err error
+	// The suite's own connections name themselves, so that a spec can tell
+	// them from the pods' (application_name creditgate).
+	u, err := url.Parse(env.dbURL)
+	Expect(err).NotTo(HaveOccurred())
+	q := u.Query()
+	q.Set("application_name", "creditgate-e2e")
+	u.RawQuery = q.Encode()
+	env.dbURL = u.String()
 	env.db, err = postgres.Open(env.dbURL, postgres.Options{MaxConns: 4})
 	Expect(err).NotTo(HaveOccurred())
 }
