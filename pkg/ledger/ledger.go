@@ -65,6 +65,17 @@ const (
 	ReasonAccountDeleted = "account_deleted"
 )
 
+// Entry kinds: what an entry is, beside its type (credit or debit).
+const (
+	KindSignup  = "signup"  // credit: the signup grant
+	KindGrant   = "grant"   // credit: a top-up, purchase or compensation
+	KindRefund  = "refund"  // credit: gives back (part of) a debit or capture
+	KindDebit   = "debit"   // debit: credits spent at once
+	KindCapture = "capture" // debit: a hold taken
+	KindExpiry  = "expiry"  // debit: what was left of an expired grant
+	KindForfeit = "forfeit" // debit: what a deleted account held
+)
+
 // DefaultSignupCredits is the signup grant when SIGNUP_CREDITS is not set.
 const DefaultSignupCredits = 20
 

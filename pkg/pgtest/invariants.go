@@ -15,8 +15,11 @@ type Violation struct {
 }
 
 // invariantsSQL lists every violation of the money rules: balances equal the
-// sums of their entries, nothing negative, at most one signup grant per user,
-// and every entry's clerk_id is its user's.
+// sums of their entries and of what the lots and active holds hold, nothing
+// negative, at most one signup grant per user, every entry's clerk_id is its
+// user's, spent credits are the spends and captures less the refunds, the
+// refunds of a debit never exceed it, and an active hold's allocations add up
+// to its amount.
 const invariantsSQL = `
 WITH sums AS (
 	SELECT u.id, u.clerk_id, u.available_credits, u.used_credits,
@@ -39,7 +42,29 @@ SELECT 'one signup_bonus per user', clerk_id, format('%s signup_bonus entries', 
 FROM credit_transactions WHERE reason = 'signup_bonus' GROUP BY clerk_id HAVING count(*) > 1
 UNION ALL
 SELECT 'entry clerk_id matches user', t.clerk_id, format('entry %s on user %s', t.id, u.clerk_id)
-FROM credit_transactions t JOIN users u ON u.id = t.user_id WHERE u.clerk_id <> t.clerk_id`
+FROM credit_transactions t JOIN users u ON u.id = t.user_id WHERE u.clerk_id <> t.clerk_id
+UNION ALL
+SELECT 'available = lots + active holds', u.clerk_id,
+	format('available=%s lots=%s holds=%s', u.available_credits, l.remaining, h.held)
+FROM users u
+CROSS JOIN LATERAL (SELECT COALESCE(sum(remaining), 0) AS remaining FROM credit_lots WHERE user_id = u.id) l
+CROSS JOIN LATERAL (SELECT COALESCE(sum(amount), 0) AS held FROM credit_holds WHERE user_id = u.id AND status = 'active') h
+WHERE u.available_credits <> l.remaining + h.held
+UNION ALL
+SELECT 'spent = spends + captures - refunds', u.clerk_id, format('spent=%s entries=%s', u.spent_credits, s.spent)
+FROM users u
+CROSS JOIN LATERAL (SELECT COALESCE(sum(CASE WHEN kind IN ('debit', 'capture') THEN amount WHEN kind = 'refund' THEN -amount ELSE 0 END), 0) AS spent
+	FROM credit_transactions WHERE user_id = u.id) s
+WHERE u.spent_credits <> s.spent
+UNION ALL
+SELECT 'refunds within their debit', d.clerk_id, format('debit %s of %s refunded %s', d.id, d.amount, sum(r.amount))
+FROM credit_transactions r JOIN credit_transactions d ON d.id = r.refund_of
+GROUP BY d.id, d.clerk_id, d.amount HAVING sum(r.amount) > d.amount
+UNION ALL
+SELECT 'hold allocations = amount', h.clerk_id, format('hold %s of %s allocates %s', h.id, h.amount, a.total)
+FROM credit_holds h
+CROSS JOIN LATERAL (SELECT COALESCE(sum((e ->> 1)::bigint), 0) AS total FROM jsonb_array_elements(h.allocations) e) a
+WHERE h.status = 'active' AND a.total <> h.amount`
 
 // Invariants returns every violation of the ledger invariants in db.
 func Invariants(ctx context.Context, db bun.IDB) ([]Violation, error) {

@@ -20,7 +20,8 @@ var roleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 var runtimeGrants = []string{
 	`GRANT USAGE ON SCHEMA %[2]s TO %[1]s`,
 	`GRANT SELECT, INSERT, UPDATE ON %[2]s.users, %[2]s.webhook_events, %[2]s.clerk_metadata_outbox,
-		%[2]s.reconcile_runs, %[2]s.reconcile_state TO %[1]s`,
+		%[2]s.reconcile_runs, %[2]s.reconcile_state, %[2]s.credit_lots, %[2]s.credit_holds TO %[1]s`,
+	`GRANT SELECT, INSERT ON %[2]s.api_requests TO %[1]s`,
 	`GRANT SELECT, INSERT ON %[2]s.credit_transactions TO %[1]s`,
 	`REVOKE UPDATE, DELETE, TRUNCATE ON %[2]s.credit_transactions FROM %[1]s`,
 	`GRANT SELECT ON %[2]s.bun_migrations TO %[1]s`,

@@ -150,9 +150,12 @@ func mapError(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, ledger.ErrUnavailable) || errors.Is(err, ledger.ErrInvalidData) ||
-		errors.Is(err, ledger.ErrInsufficientCredits) {
-		return err
+	for _, sentinel := range []error{ledger.ErrUnavailable, ledger.ErrInvalidData, ledger.ErrInsufficientCredits,
+		ledger.ErrNotFound, ledger.ErrIdempotencyKeyReused, ledger.ErrInvalidRequest, ledger.ErrAccountClosed,
+		ledger.ErrHoldExpired, ledger.ErrHoldNotActive, ledger.ErrExceedsRefundable, ledger.ErrNotADebit} {
+		if errors.Is(err, sentinel) {
+			return err // already ledger's word for it
+		}
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 {

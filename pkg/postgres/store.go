@@ -80,10 +80,13 @@ FROM (SELECT 1) AS one LEFT JOIN u ON true`
 const postEntrySQL = `
 WITH e AS (
 	INSERT INTO credit_transactions
-		(user_id, clerk_id, amount, type, reason, status, idempotency_key, webhook_event_id)
-	VALUES (?0, ?1, ?2, ?3, ?4, 'completed', ?5, ?6)
+		(user_id, clerk_id, amount, type, kind, reason, status, idempotency_key, webhook_event_id)
+	VALUES (?0, ?1, ?2, ?3, ?8, ?4, 'completed', ?5, ?6)
 	ON CONFLICT (idempotency_key) DO NOTHING
-	RETURNING user_id, clerk_id, amount, type, idempotency_key
+	RETURNING id, user_id, clerk_id, amount, type, idempotency_key
+), l AS (
+	INSERT INTO credit_lots (user_id, entry_id, amount, remaining)
+	SELECT e.user_id, e.id, e.amount, e.amount FROM e WHERE e.type = 'credit'
 ), o AS (
 	INSERT INTO clerk_metadata_outbox (user_id, clerk_id, idempotency_key, public_metadata)
 	SELECT e.user_id, e.clerk_id, 'metadata:' || e.idempotency_key,
@@ -94,6 +97,7 @@ WITH e AS (
 UPDATE users SET
 	available_credits = available_credits + CASE WHEN e.type = 'credit' THEN e.amount ELSE -e.amount END,
 	used_credits = used_credits + CASE WHEN e.type = 'debit' THEN e.amount ELSE 0 END,
+	version = version + 1,
 	updated_at = now()
 FROM e WHERE users.id = e.user_id`
 
@@ -109,13 +113,17 @@ type Entry struct {
 	WebhookEventID string
 	// Outbox queues the Clerk metadata write reporting a new entry.
 	Outbox bool
+	// Kind is what the entry is (ledger.Kind…). A credit also makes a lot
+	// of its amount; a debit through postEntry (a forfeit) must empty the
+	// lots and holds itself.
+	Kind string
 }
 
 // postEntry appends e and moves the balances; it reports false when an entry
 // with the same idempotency key already exists (and then changes nothing).
 func postEntry(ctx context.Context, db bun.IDB, e Entry) (bool, error) {
 	res, err := db.ExecContext(ctx, postEntrySQL,
-		e.UserID, e.ClerkID, e.Amount, e.Type, e.Reason, e.IdempotencyKey, nullable(e.WebhookEventID), e.Outbox)
+		e.UserID, e.ClerkID, e.Amount, e.Type, e.Reason, e.IdempotencyKey, nullable(e.WebhookEventID), e.Outbox, e.Kind)
 	if err != nil {
 		return false, fmt.Errorf("post %s: %w", e.IdempotencyKey, err)
 	}
@@ -148,8 +156,8 @@ type claimed struct {
 // 1/0 at plan time, whatever CASE guards it.)
 const newUserSQL = `
 WITH u AS (
-	INSERT INTO users (clerk_id, email, clerk_updated_at, available_credits)
-	VALUES ($3, $7, $8::timestamptz, $9)
+	INSERT INTO users (clerk_id, email, clerk_updated_at, available_credits, version)
+	VALUES ($3, $7, $8::timestamptz, $9, 1)
 	ON CONFLICT (clerk_id) DO NOTHING
 	RETURNING id
 ), ev AS (
@@ -162,9 +170,12 @@ WITH u AS (
 	RETURNING svix_id
 ), c AS (
 	INSERT INTO credit_transactions
-		(user_id, clerk_id, amount, type, reason, status, idempotency_key, webhook_event_id)
-	SELECT u.id, $3, $9, 'credit', 'signup_bonus', 'completed', $10, ev.svix_id FROM u, ev
-	RETURNING user_id, clerk_id, amount, idempotency_key
+		(user_id, clerk_id, amount, type, kind, reason, status, idempotency_key, webhook_event_id)
+	SELECT u.id, $3, $9, 'credit', 'signup', 'signup_bonus', 'completed', $10, ev.svix_id FROM u, ev
+	RETURNING id, user_id, clerk_id, amount, idempotency_key
+), l AS (
+	INSERT INTO credit_lots (user_id, entry_id, amount, remaining)
+	SELECT c.user_id, c.id, c.amount, c.amount FROM c
 ), o AS (
 	INSERT INTO clerk_metadata_outbox (user_id, clerk_id, idempotency_key, public_metadata)
 	SELECT c.user_id, c.clerk_id, 'metadata:' || c.idempotency_key,
@@ -329,6 +340,7 @@ func grantSignup(ctx context.Context, db bun.IDB, userID int64, clerkID string, 
 		IdempotencyKey: ledger.SignupKey(clerkID),
 		WebhookEventID: svixID,
 		Outbox:         outbox,
+		Kind:           ledger.KindSignup,
 	})
 }
 
@@ -356,6 +368,12 @@ func applyDelete(ctx context.Context, tx bun.Tx, uc ledger.UserChange, cl claime
 		"UPDATE users SET deleted_at = now(), email = NULL, updated_at = now() WHERE id = ?", cl.userID); err != nil {
 		return false, fmt.Errorf("delete user: %w", err)
 	}
+	// A closed account holds nothing: its active holds end, voided, their
+	// credits back in their lots; with Forfeit every credit left (spendable
+	// or expired and not yet booked) goes in one debit.
+	if _, err := tx.ExecContext(ctx, voidUserHoldsSQL, cl.userID); err != nil {
+		return false, fmt.Errorf("void holds: %w", err)
+	}
 	if uc.Forfeit && cl.available > 0 {
 		if _, err := postEntry(ctx, tx, Entry{
 			UserID:         cl.userID,
@@ -365,13 +383,30 @@ func applyDelete(ctx context.Context, tx bun.Tx, uc ledger.UserChange, cl claime
 			Reason:         ledger.ReasonAccountDeleted,
 			IdempotencyKey: ledger.ForfeitKey(uc.Change.ClerkUserID),
 			WebhookEventID: uc.Delivery.SvixID,
+			Kind:           ledger.KindForfeit,
 		}); err != nil {
 			return false, err
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE credit_lots SET remaining = 0 WHERE user_id = ? AND remaining > 0", cl.userID); err != nil {
+			return false, fmt.Errorf("empty lots: %w", err)
 		}
 		res.CreditsForfeited = cl.available
 	}
 	return true, nil
 }
+
+// voidUserHoldsSQL ends a user's active holds as voided and puts their
+// credits back in the lots they came from, in one statement.
+const voidUserHoldsSQL = `
+WITH v AS (
+	UPDATE credit_holds SET status = 'voided', finished_at = now()
+	WHERE user_id = ? AND status = 'active'
+	RETURNING allocations
+)
+UPDATE credit_lots l SET remaining = l.remaining + a.amount
+FROM (SELECT (e ->> 0)::bigint AS lot_id, sum((e ->> 1)::bigint) AS amount
+      FROM v, jsonb_array_elements(v.allocations) e GROUP BY 1) a
+WHERE l.id = a.lot_id`
 
 // scrubUserSQL reduces every stored body of a user to what audit needs
 // (creditgate_scrubbed_payload: type, ids, times) and drops the exact bytes.

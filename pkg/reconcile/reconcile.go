@@ -36,6 +36,7 @@ type Store interface {
 	State(ctx context.Context, name string) (string, error)
 	SetState(ctx context.Context, name, value string) error
 	ScrubExpiredPayloads(ctx context.Context, cutoff time.Time, limit int) (int, error)
+	ExpireDue(ctx context.Context, limit int) (int, int64, error)
 	ExpiredPayloads(ctx context.Context, cutoff time.Time) (int, error)
 }
 
@@ -140,6 +141,8 @@ type Summary struct {
 	Signup    PassSummary `json:"signup"`
 	Outbox    PassSummary `json:"outbox"`
 	Retention PassSummary `json:"retention"`
+	// Expiry counts the accounts whose expired holds and grants were booked.
+	Expiry    PassSummary `json:"expiry"`
 	Sweep     PassSummary `json:"sweep"`
 	Drift     int         `json:"ledger_drift_users"`
 	Watermark *time.Time  `json:"backfill_watermark,omitempty"`
@@ -150,8 +153,8 @@ type Summary struct {
 
 // Failures is the number of items that failed in the run.
 func (s Summary) Failures() int {
-	n := s.Events.Failed + s.Backfill.Failed + s.Signup.Failed + s.Outbox.Failed + s.Retention.Failed + s.Sweep.Failed
-	for _, p := range []PassSummary{s.Events, s.Backfill, s.Signup, s.Outbox, s.Retention, s.Sweep} {
+	n := s.Events.Failed + s.Backfill.Failed + s.Signup.Failed + s.Outbox.Failed + s.Retention.Failed + s.Sweep.Failed + s.Expiry.Failed
+	for _, p := range []PassSummary{s.Events, s.Backfill, s.Signup, s.Outbox, s.Retention, s.Sweep, s.Expiry} {
 		if p.Error != "" {
 			n++
 		}
@@ -168,6 +171,7 @@ func (r *Reconciler) Run(ctx context.Context) (Summary, error) {
 	s.Backfill, s.Watermark = r.backfill(ctx)
 	s.Signup = r.grantMissingSignups(ctx)
 	s.Outbox = r.deliverOutbox(ctx)
+	s.Expiry = r.expireCredits(ctx)
 	s.Retention = r.scrubExpired(ctx)
 	s.Sweep = r.sweepDeleted(ctx)
 	s.Drift = r.audit(ctx)
@@ -397,6 +401,29 @@ func (r *Reconciler) deliverOutbox(ctx context.Context) PassSummary {
 	r.count("outbox", resultDone, p.Done)
 	r.count("outbox", resultSkipped, p.Skipped)
 	r.count("outbox", resultFailed, p.Failed)
+	return p
+}
+
+// expireCredits books the holds and grants that have expired (a read already
+// leaves them out; the booking makes the ledger say so): expired holds give
+// their credits back, what is left in expired grants goes in one expiry debit
+// per grant, exactly once.
+func (r *Reconciler) expireCredits(ctx context.Context) PassSummary {
+	var p PassSummary
+	if r.Config.DryRun {
+		return p
+	}
+	n, credits, err := r.Store.ExpireDue(ctx, max(r.Config.UserBatch, 1))
+	p.Found, p.Done = n, n
+	if err != nil {
+		p.Error = err.Error()
+		p.Failed++
+		r.Log.ErrorContext(ctx, "book expired holds and grants", "error", err)
+	}
+	if n > 0 {
+		r.Log.InfoContext(ctx, "expired holds and grants booked", "accounts", n, "credits_expired", credits)
+	}
+	r.count("expiry", resultDone, n)
 	return p
 }
 
