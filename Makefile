@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: dev test test-go test-chart vet fmt-check lint actionlint build image image-push fuzz bench e2e e2e-kind chart-check cluster-up cluster-down
+.PHONY: generate dev test test-go test-chart vet fmt-check lint actionlint build image image-push fuzz bench e2e e2e-kind chart-check cluster-up cluster-down
 
 dev:
 	$(GO) run ./hack/dev
@@ -71,6 +71,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDelivery$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x ./pkg/webhook/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./pkg/clerk/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyAgreesWithSvix$$' -fuzztime $(FUZZTIME) -parallel 1 ./pkg/webhook/
+
+# Regenerate the credits API's server, client and served JSON from
+# api/openapi.yaml (oapi-codegen at a pinned version, from the module proxy).
+generate:
+	$(GO) generate ./pkg/creditsapi/
 
 bench:
 	bash hack/bench.sh

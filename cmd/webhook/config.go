@@ -3,6 +3,7 @@ package main
 import (
 	"time"
 
+	"github.com/creditgate/creditgate/pkg/creditsapi"
 	"github.com/creditgate/creditgate/pkg/env"
 	"github.com/creditgate/creditgate/pkg/ledger"
 	"github.com/creditgate/creditgate/pkg/postgres"
@@ -17,6 +18,8 @@ type config struct {
 	ForfeitOnDelete bool
 	HTTPAddr        string
 	MetricsAddr     string
+	APIAddr         string
+	APIKeys         *creditsapi.Keys
 	LogLevel        string
 	LogFormat       string
 	DBMaxConns      int
@@ -68,6 +71,15 @@ func loadConfig(getenv func(string) string, serving bool) (config, []string, err
 		c.MetricsAddr = r.Addr("METRICS_ADDR", ":9090")
 		if c.HTTPAddr == c.MetricsAddr {
 			r.Fail("METRICS_ADDR", "must differ from HTTP_ADDR")
+		}
+		c.APIAddr = r.Addr("API_ADDR", ":8081")
+		if c.APIAddr == c.HTTPAddr || c.APIAddr == c.MetricsAddr {
+			r.Fail("API_ADDR", "must differ from HTTP_ADDR and METRICS_ADDR")
+		}
+		if keys, err := creditsapi.ParseKeys(r.Secret("CREDITS_API_KEYS")); err != nil {
+			r.Fail("CREDITS_API_KEYS", "%v", err)
+		} else {
+			c.APIKeys = keys
 		}
 		c.DBMaxConns = int(r.Int("DB_MAX_CONNS", 10, 1, 1000))
 		c.DBLockTimeout = r.Duration("DB_LOCK_TIMEOUT", 5*time.Second, 100*time.Millisecond, time.Minute)

@@ -57,6 +57,12 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 			[]string{"DATABASE_URL: not a valid PostgreSQL URL"}},
 		{"database URL with a bad port", map[string]string{"DATABASE_URL": "postgres://user:s3cr3t@db:port/x", "CLERK_WEBHOOK_SIGNING_SECRET": testSecret},
 			[]string{"DATABASE_URL: not a valid PostgreSQL URL"}},
+		{"weak API key", map[string]string{"DATABASE_URL": "postgres://x/y", "CLERK_WEBHOOK_SIGNING_SECRET": testSecret,
+			"CREDITS_API_KEYS": "app:read+spend:shortkey123"},
+			[]string{"CREDITS_API_KEYS: entry 1 of 1 (app): the key is 11 characters, at least 32"}},
+		{"API key with an unknown scope", map[string]string{"DATABASE_URL": "postgres://x/y", "CLERK_WEBHOOK_SIGNING_SECRET": testSecret,
+			"CREDITS_API_KEYS": "app:read+steal:0123456789abcdef0123456789abcdef"},
+			[]string{`CREDITS_API_KEYS: entry 1 of 1 (app): unknown scope "steal"`}},
 		{"sizes and timeouts", map[string]string{"DATABASE_URL": "postgres://x/y", "CLERK_WEBHOOK_SIGNING_SECRET": testSecret,
 			"BODY_MEMORY_LIMIT": "12", "DB_LOCK_TIMEOUT": "forever"},
 			[]string{"BODY_MEMORY_LIMIT: must be a size from 1MiB to 4GiB such as 16MiB", "DB_LOCK_TIMEOUT: must be a duration"}},
@@ -72,7 +78,7 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 				t.Errorf("%s: error %q does not mention %q", tt.name, err, w)
 			}
 		}
-		for _, secret := range []string{"sk_live_supersecret", "!!!notbase64", "s3cr", "YQ==", "MDEyMzQ1Njc4OWFiY2Rl"} {
+		for _, secret := range []string{"sk_live_supersecret", "!!!notbase64", "s3cr", "YQ==", "MDEyMzQ1Njc4OWFiY2Rl", "shortkey123", "0123456789abcdef0123456789abcdef"} {
 			if strings.Contains(err.Error(), secret) {
 				t.Errorf("%s: error leaks a secret: %q", tt.name, err)
 			}

@@ -61,7 +61,7 @@ func TestKilledBetweenCommitAndMetadataWrite(t *testing.T) {
 	httpAddr, metricsAddr := freeAddr(t), freeAddr(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "CLERK_WEBHOOK_SIGNING_SECRET="+testSecret,
-		"CLERK_SECRET_KEY=sk_test_x", "CLERK_API_URL="+api.URL+"/v1", "HTTP_ADDR="+httpAddr, "METRICS_ADDR="+metricsAddr,
+		"CLERK_SECRET_KEY=sk_test_x", "CLERK_API_URL="+api.URL+"/v1", "HTTP_ADDR="+httpAddr, "METRICS_ADDR="+metricsAddr, "API_ADDR="+freeAddr(t),
 		"LOG_LEVEL=warn")
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs

@@ -38,7 +38,7 @@ func TestLockedUserDoesNotStarveOthers(t *testing.T) {
 	go func() {
 		done <- run(sctx, nil, envMap(map[string]string{
 			"DATABASE_URL": url, "CLERK_WEBHOOK_SIGNING_SECRET": testSecret, "DB_MAX_CONNS": "3",
-			"DB_LOCK_TIMEOUT": "2s", "HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr, "LOG_LEVEL": "error",
+			"DB_LOCK_TIMEOUT": "2s", "HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr, "API_ADDR": freeAddr(t), "LOG_LEVEL": "error",
 		}), io.Discard, io.Discard)
 	}()
 	defer func() { stop(); waitExit(t, done) }()
@@ -191,7 +191,7 @@ func TestFloodStaysWithinMemory(t *testing.T) {
 	httpAddr, metricsAddr := freeAddr(t), freeAddr(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "CLERK_WEBHOOK_SIGNING_SECRET="+testSecret,
-		"HTTP_ADDR="+httpAddr, "METRICS_ADDR="+metricsAddr, "LOG_LEVEL=error")
+		"HTTP_ADDR="+httpAddr, "METRICS_ADDR="+metricsAddr, "API_ADDR="+freeAddr(t), "LOG_LEVEL=error")
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {

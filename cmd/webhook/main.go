@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel"
 
 	"github.com/creditgate/creditgate/pkg/clerk"
+	"github.com/creditgate/creditgate/pkg/creditsapi"
 	"github.com/creditgate/creditgate/pkg/ledger"
 	"github.com/creditgate/creditgate/pkg/postgres"
 	"github.com/creditgate/creditgate/pkg/reconcile"
@@ -50,6 +51,9 @@ Environment:
   FORFEIT_ON_DELETE             on user.deleted, debit the remaining credits (default true)
   HTTP_ADDR                     application listener (default :8080)
   METRICS_ADDR                  Prometheus listener (default :9090)
+  API_ADDR                      credits API listener (default :8081; its own Service, never the webhook Ingress)
+  CREDITS_API_KEYS              credits API keys: name:scopes:key entries (scopes read+spend+grant+admin, keys of 32+
+                                characters), separated by spaces or commas; none: the API answers 401
   LOG_LEVEL                     debug|info|warn|error (default info)
   LOG_FORMAT                    json|text (default json)
   DB_MAX_CONNS                  database pool size (default 10)
@@ -264,6 +268,20 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		MaxHeaderBytes:    app.MaxHeaderBytes,
 		ErrorLog:          app.ErrorLog,
 	}
+	// The credits API: its own listener, behind its own Service.
+	creditsAPI := creditsapi.New(creditsapi.Config{
+		Credits: store, Keys: cfg.APIKeys, Logger: log, Metrics: creditsapi.NewMetrics(reg),
+	})
+	api := &http.Server{
+		Addr:              cfg.APIAddr,
+		Handler:           closeWhileDraining(&draining, creditsAPI.Routes()),
+		ReadHeaderTimeout: app.ReadHeaderTimeout,
+		ReadTimeout:       app.ReadTimeout,
+		WriteTimeout:      app.WriteTimeout,
+		IdleTimeout:       app.IdleTimeout,
+		MaxHeaderBytes:    app.MaxHeaderBytes,
+		ErrorLog:          app.ErrorLog,
+	}
 	appLn, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen HTTP_ADDR: %w", err)
@@ -273,11 +291,19 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		appLn.Close()
 		return fmt.Errorf("listen METRICS_ADDR: %w", err)
 	}
+	apiLn, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		appLn.Close()
+		metricsLn.Close()
+		return fmt.Errorf("listen API_ADDR: %w", err)
+	}
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- serveOn(app, appLn) }()
 	go func() { errc <- serveOn(metrics, metricsLn) }()
+	go func() { errc <- serveOn(api, apiLn) }()
 	log.Info("webhook serving", "http_addr", appLn.Addr().String(), "metrics_addr", metricsLn.Addr().String(),
+		"api_addr", apiLn.Addr().String(), "api_keys", cfg.APIKeys.Len(),
 		"signup_credits", cfg.SignupCredits, "signing_secrets", len(cfg.Secrets), "version", version, "otlp", ot.Enabled)
 
 	var runErr error
@@ -303,6 +329,9 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	defer cancel()
 	if err := app.Shutdown(sctx); err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("drain http: %w", err))
+	}
+	if err := api.Shutdown(sctx); err != nil {
+		runErr = errors.Join(runErr, fmt.Errorf("drain credits API: %w", err))
 	}
 	stopWorker()
 	<-workerDone

@@ -56,13 +56,15 @@ func TestMigrateCommand(t *testing.T) {
 func TestServeHandlesEventAndShutsDownGracefully(t *testing.T) {
 	t.Parallel()
 	db, url := pgtest.New(t)
-	httpAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	httpAddr, metricsAddr, apiAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	const apiKey = "0123456789abcdef0123456789abcdef"
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, nil, envMap(map[string]string{
 			"DATABASE_URL": url, "CLERK_WEBHOOK_SIGNING_SECRET": testSecret, "SIGNUP_CREDITS": "7",
-			"HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr, "LOG_LEVEL": "error",
+			"HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr, "API_ADDR": apiAddr, "LOG_LEVEL": "error",
+			"CREDITS_API_KEYS": "app:read+spend:" + apiKey,
 		}), io.Discard, io.Discard)
 	}()
 	base := "http://" + httpAddr
@@ -75,6 +77,19 @@ func TestServeHandlesEventAndShutsDownGracefully(t *testing.T) {
 	var available int64
 	if err := db.NewRaw("SELECT available_credits FROM users WHERE clerk_id = 'user_main'").Scan(context.Background(), &available); err != nil || available != 7 {
 		t.Errorf("available_credits = %d, %v; want 7", available, err)
+	}
+
+	// The credits API on its own listener sees the webhook's grant.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+apiAddr+"/v1/users/user_main/balance", nil)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Errorf("credits API: %v", err)
+	} else {
+		ab, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(ab), `"available":7`) {
+			t.Errorf("credits API balance = %d %s, want 200 with 7 available", resp.StatusCode, ab)
+		}
 	}
 
 	mresp, err := http.Get("http://" + metricsAddr + "/metrics")
@@ -146,7 +161,7 @@ func TestDrainKeepsIdleConnectionsUntilTheirNextAnswer(t *testing.T) {
 	go func() {
 		done <- run(ctx, nil, envMap(map[string]string{
 			"DATABASE_URL": url, "CLERK_WEBHOOK_SIGNING_SECRET": testSecret,
-			"HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr, "LOG_LEVEL": "error", "SHUTDOWN_DELAY": "3s",
+			"HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr, "API_ADDR": freeAddr(t), "LOG_LEVEL": "error", "SHUTDOWN_DELAY": "3s",
 		}), io.Discard, io.Discard)
 	}()
 	base := "http://" + httpAddr

@@ -31,7 +31,7 @@ func TestSelftestAgainstTheWebhook(t *testing.T) {
 	go func() {
 		done <- run(ctx, nil, envMap(map[string]string{
 			"DATABASE_URL": url, "CLERK_WEBHOOK_SIGNING_SECRET": testSecret,
-			"HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr, "LOG_LEVEL": "error",
+			"HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr, "API_ADDR": freeAddr(t), "LOG_LEVEL": "error",
 		}), io.Discard, io.Discard)
 	}()
 	defer waitExit(t, done)

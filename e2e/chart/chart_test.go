@@ -2,6 +2,7 @@ package chart
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -64,6 +65,7 @@ func TestManifests(t *testing.T) {
 			t.Run("reconciler", func(t *testing.T) { checkCronJob(t, vs, m) })
 			t.Run("helm test pod", func(t *testing.T) { checkTestPod(t, vs, m) })
 			t.Run("ingress", func(t *testing.T) { checkIngress(t, m) })
+			t.Run("credits API", func(t *testing.T) { checkCreditsAPI(t, m) })
 		})
 	}
 }
@@ -859,6 +861,43 @@ func TestLongReleaseName(t *testing.T) {
 		for k, v := range o.GetLabels() {
 			if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
 				t.Errorf("%s label %s=%q: %v", o.GetName(), k, v, errs)
+			}
+		}
+	}
+}
+
+// checkCreditsAPI: the credits API has a ClusterIP Service of its own on the
+// webhook pods' api port (API_ADDR), which no Ingress routes to.
+func checkCreditsAPI(t *testing.T, m *manifests) {
+	svc := m.apiService(t)
+	if svc.Spec.Type != corev1.ServiceTypeClusterIP {
+		t.Errorf("credits API Service is %s, want ClusterIP only", svc.Spec.Type)
+	}
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort.StrVal != "api" {
+		t.Errorf("credits API Service ports %+v, want one targeting the api port", svc.Spec.Ports)
+	}
+	pod := m.deployment(t).Spec.Template
+	for k, v := range svc.Spec.Selector {
+		if pod.Labels[k] != v {
+			t.Errorf("credits API Service selects %s=%s, which the webhook pods lack", k, v)
+		}
+	}
+	var port int32
+	for _, p := range container(t, pod.Spec, "webhook").Ports {
+		if p.Name == "api" {
+			port = p.ContainerPort
+		}
+	}
+	cm := m.configMap(t, container(t, pod.Spec, "webhook").EnvFrom[0].ConfigMapRef.Name)
+	if port == 0 || cm.Data["API_ADDR"] != fmt.Sprintf(":%d", port) {
+		t.Errorf("container port api %d, API_ADDR %q: they must agree", port, cm.Data["API_ADDR"])
+	}
+	for _, ing := range m.Ingresses {
+		for _, r := range ing.Spec.Rules {
+			for _, p := range r.HTTP.Paths {
+				if p.Backend.Service != nil && p.Backend.Service.Name == svc.Name {
+					t.Errorf("Ingress %s routes to the credits API", ing.Name)
+				}
 			}
 		}
 	}

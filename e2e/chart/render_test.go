@@ -315,10 +315,31 @@ func (m *manifests) migrationsJob(t *testing.T) *batchv1.Job {
 	return m.Jobs[0]
 }
 
+// service is the webhook's Service (the one with the http port); the credits
+// API has a Service of its own (apiService).
 func (m *manifests) service(t *testing.T) *corev1.Service {
 	t.Helper()
-	if len(m.Services) != 1 {
-		t.Fatalf("%d Services, want 1", len(m.Services))
+	return m.serviceWithPort(t, "http")
+}
+
+// apiService is the credits API's Service.
+func (m *manifests) apiService(t *testing.T) *corev1.Service {
+	t.Helper()
+	return m.serviceWithPort(t, "api")
+}
+
+func (m *manifests) serviceWithPort(t *testing.T, port string) *corev1.Service {
+	t.Helper()
+	if len(m.Services) != 2 {
+		t.Fatalf("%d Services, want 2 (webhook, credits API)", len(m.Services))
 	}
-	return m.Services[0]
+	for _, s := range m.Services {
+		for _, p := range s.Spec.Ports {
+			if p.Name == port {
+				return s
+			}
+		}
+	}
+	t.Fatalf("no Service with a port named %s", port)
+	return nil
 }

@@ -713,3 +713,62 @@ func (s *Store) ExpireDue(ctx context.Context, limit int) (accounts int, credits
 	}
 	return accounts, credits, nil
 }
+
+// entriesSQL is one page of a user's entries, newest first, below a keyset
+// cursor (an entry id; 0: from the newest), each with the balance right after
+// it (the running sum of the ledger, which is complete from zero).
+const entriesSQL = `
+SELECT id, clerk_id, type, kind, reason, amount, reference, metadata, actor, refund_of, hold_id, expires_at, created_at, balance_after
+FROM (
+	SELECT t.*, sum(CASE WHEN t.type = 'credit' THEN t.amount ELSE -t.amount END) OVER (ORDER BY t.id) AS balance_after
+	FROM credit_transactions t WHERE t.user_id = ?0
+) e
+WHERE ?1 = 0 OR id < ?1
+ORDER BY id DESC LIMIT ?2`
+
+// Entries returns up to limit of a user's entries older than the entry
+// before (0: the newest), newest first.
+func (s *Store) Entries(ctx context.Context, clerkID string, limit int, before int64) ([]ledger.EntryView, error) {
+	var userID int64
+	err := s.db.QueryRowContext(ctx, "SELECT id FROM users WHERE clerk_id = ?", clerkID).Scan(&userID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("user %s: %w", clerkID, ledger.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read user %s: %w", clerkID, mapError(err))
+	}
+	rows, err := s.db.QueryContext(ctx, entriesSQL, userID, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list entries of %s: %w", clerkID, mapError(err))
+	}
+	defer rows.Close()
+	var out []ledger.EntryView
+	for rows.Next() {
+		var e ledger.EntryView
+		var kind, ref, actor sql.NullString
+		var refundOf, holdID sql.NullInt64
+		var exp sql.NullTime
+		if err := rows.Scan(&e.ID, &e.ClerkID, &e.Type, &kind, &e.Reason, &e.Amount, &ref, &e.Metadata, &actor,
+			&refundOf, &holdID, &exp, &e.CreatedAt, &e.BalanceAfter); err != nil {
+			return nil, fmt.Errorf("list entries of %s: %w", clerkID, err)
+		}
+		e.Kind, e.Reference, e.Actor = legacyKind(kind, e.Reason, e.Type), ref.String, actor.String
+		e.RefundOf, e.HoldID, e.ExpiresAt = refundOf.Int64, holdID.Int64, exp.Time
+		out = append(out, e)
+	}
+	return out, mapError(rows.Err())
+}
+
+// legacyKind reads the kind of an entry written before kinds existed: the
+// webhook wrote only signup grants and forfeits.
+func legacyKind(kind sql.NullString, reason, typ string) string {
+	switch {
+	case kind.Valid:
+		return kind.String
+	case reason == ledger.ReasonSignupBonus:
+		return ledger.KindSignup
+	case typ == ledger.TypeDebit:
+		return ledger.KindForfeit
+	}
+	return ledger.KindGrant
+}

@@ -176,6 +176,7 @@ LOG_LEVEL: {{ $c.logLevel | quote }}
 LOG_FORMAT: {{ $c.logFormat | quote }}
 HTTP_ADDR: ":8080"
 METRICS_ADDR: ":9090"
+API_ADDR: ":8081"
 DB_MAX_CONNS: {{ $c.dbMaxConns | toString | quote }}
 DB_LOCK_TIMEOUT: {{ $c.dbLockTimeout | quote }}
 BODY_MEMORY_LIMIT: {{ $c.bodyMemoryLimit | quote }}
@@ -231,7 +232,7 @@ env:
     value: {{ . | quote }}
   {{- end }}
 {{- else }}
-{{- $managed := list "DATABASE_URL" "CLERK_WEBHOOK_SIGNING_SECRET" "CLERK_SECRET_KEY" "POD_NAMESPACE" }}
+{{- $managed := list "DATABASE_URL" "CLERK_WEBHOOK_SIGNING_SECRET" "CLERK_SECRET_KEY" "CREDITS_API_KEYS" "POD_NAMESPACE" }}
 {{- $managed = concat $managed (keys (include "creditgate.configData" $ctx | fromYaml)) -}}
 envFrom:
   - configMapRef:
@@ -252,6 +253,12 @@ env:
       secretKeyRef:
         name: {{ include "creditgate.secretName" $ctx }}
         key: {{ $v.secret.keys.clerkSecretKey }}
+        optional: true
+  - name: CREDITS_API_KEYS
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "creditgate.secretName" $ctx }}
+        key: {{ $v.secret.keys.creditsAPIKeys }}
         optional: true
   - name: POD_NAMESPACE
     valueFrom:

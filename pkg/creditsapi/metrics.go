@@ -1,0 +1,62 @@
+package creditsapi
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the API's instruments: requests by operation and status code,
+// and latency by operation. Labels never hold a user id.
+type Metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// NewMetrics creates the instruments and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "creditgate_api_requests_total",
+			Help: "Credits API requests by operation (route template and method) and status code.",
+		}, []string{"operation", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "creditgate_api_request_duration_seconds",
+			Help:    "Credits API latency by operation.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"operation"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+// instrument counts every request by its route template (unmatched ones as
+// "unknown"), 404s and 405s included.
+func (m *Metrics) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		start := time.Now()
+		next.ServeHTTP(rec, r)
+		op := "unknown"
+		if route := mux.CurrentRoute(r); route != nil {
+			if t, err := route.GetPathTemplate(); err == nil {
+				op = r.Method + " " + t
+			}
+		}
+		m.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+		m.requests.WithLabelValues(op, strconv.Itoa(rec.status)).Inc()
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
