@@ -212,6 +212,10 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		ForfeitOnDelete: cfg.ForfeitOnDelete,
 		MetadataOutbox:  cfg.Clerk.SecretKey != "",
 	}
+	var clerkAPI *clerk.API
+	if cfg.Clerk.SecretKey != "" {
+		clerkAPI = clerk.NewAPI(clerk.APIConfig{SecretKey: cfg.Clerk.SecretKey, URL: cfg.Clerk.APIURL, RequestsPerSecond: cfg.Clerk.RequestsPerSec})
+	}
 	var proc webhook.Processor = svc
 	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorker()
@@ -222,7 +226,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		// retries whatever is left.
 		worker := reconcile.NewWorker(&reconcile.Deliverer{
 			Store:       store,
-			Writer:      clerk.NewAPI(clerk.APIConfig{SecretKey: cfg.Clerk.SecretKey, URL: cfg.Clerk.APIURL, RequestsPerSecond: cfg.Clerk.RequestsPerSec}),
+			Writer:      clerkAPI,
 			Metrics:     reconcile.NewMetrics(reg),
 			Log:         log,
 			MaxAttempts: cfg.Clerk.OutboxAttempts,
@@ -269,9 +273,19 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		ErrorLog:          app.ErrorLog,
 	}
 	// The credits API: its own listener, behind its own Service.
-	creditsAPI := creditsapi.New(creditsapi.Config{
-		Credits: store, Keys: cfg.APIKeys, Logger: log, Metrics: creditsapi.NewMetrics(reg),
-	})
+	apiCfg := creditsapi.Config{Credits: store, Keys: cfg.APIKeys, Logger: log, Metrics: creditsapi.NewMetrics(reg)}
+	if clerkAPI != nil {
+		// Just-in-time: a user whose first request beats Svix's user.created.
+		apiCfg.Provision = func(ctx context.Context, clerkID string) error {
+			u, err := clerkAPI.User(ctx, clerkID)
+			if err != nil {
+				return err
+			}
+			_, err = store.EnsureUser(ctx, u, cfg.SignupCredits, true)
+			return err
+		}
+	}
+	creditsAPI := creditsapi.New(apiCfg)
 	api := &http.Server{
 		Addr:              cfg.APIAddr,
 		Handler:           closeWhileDraining(&draining, creditsAPI.Routes()),

@@ -136,6 +136,21 @@ func (a *API) ExistingUsers(ctx context.Context, ids []string) (map[string]bool,
 	return found, nil
 }
 
+// User fetches one user; a user Clerk does not have is ledger.ErrNotFound.
+func (a *API) User(ctx context.Context, id string) (ledger.ClerkUser, error) {
+	if err := a.pace.wait(ctx); err != nil {
+		return ledger.ClerkUser{}, err
+	}
+	u, err := a.users.Get(ctx, id)
+	if err != nil {
+		if apiErr, ok := errors.AsType[*sdk.APIErrorResponse](err); ok && apiErr.HTTPStatusCode == http.StatusNotFound {
+			return ledger.ClerkUser{}, fmt.Errorf("Clerk user %s: %w", id, ledger.ErrNotFound)
+		}
+		return ledger.ClerkUser{}, fmt.Errorf("get Clerk user %s: %w: %w", id, ledger.ErrUnavailable, a.classify(err))
+	}
+	return fromSDK(u), nil
+}
+
 // WriteMetadata implements ledger.MetadataWriter with Clerk's merge-PATCH of
 // the user's metadata: the keys given are merged into what is there.
 func (a *API) WriteMetadata(ctx context.Context, clerkUserID string, publicMetadata []byte) error {

@@ -22,6 +22,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/creditgate/creditgate/pkg/clerk"
+	"github.com/creditgate/creditgate/pkg/clerk/clerkfake"
 	"github.com/creditgate/creditgate/pkg/creditsapi"
 	"github.com/creditgate/creditgate/pkg/creditsapi/client"
 	"github.com/creditgate/creditgate/pkg/ledger"
@@ -92,6 +93,13 @@ type apiEnv struct {
 
 func newAPIEnv(t *testing.T) *apiEnv {
 	t.Helper()
+	return newAPIEnvWith(t, nil)
+}
+
+// newAPIEnvWith is newAPIEnv with just-in-time provisioning from a Clerk
+// Backend API (the fake) when fake is set.
+func newAPIEnvWith(t *testing.T, fake *clerkfake.Server) *apiEnv {
+	t.Helper()
 	db, _ := pgtest.New(t)
 	store := postgres.NewStore(db)
 	svc := &ledger.Service{Store: store, Decode: clerk.Decode, SignupCredits: 20}
@@ -103,8 +111,22 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := creditsapi.New(creditsapi.Config{Credits: store, Keys: keys, Logger: slog.New(slog.DiscardHandler),
-		Metrics: creditsapi.NewMetrics(prometheus.NewRegistry())})
+	cfg := creditsapi.Config{Credits: store, Keys: keys, Logger: slog.New(slog.DiscardHandler),
+		Metrics: creditsapi.NewMetrics(prometheus.NewRegistry())}
+	if fake != nil {
+		fs := httptest.NewServer(fake)
+		t.Cleanup(fs.Close)
+		api := clerk.NewAPI(clerk.APIConfig{SecretKey: "sk_test_jit", URL: fs.URL + "/v1", RequestsPerSecond: 1000})
+		cfg.Provision = func(ctx context.Context, id string) error {
+			u, err := api.User(ctx, id)
+			if err != nil {
+				return err
+			}
+			_, err = store.EnsureUser(ctx, u, 20, false)
+			return err
+		}
+	}
+	s := creditsapi.New(cfg)
 	srv := httptest.NewServer(s.Routes())
 	t.Cleanup(srv.Close)
 
@@ -386,4 +408,63 @@ func TestServedDocumentIsTheContract(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Error("pkg/creditsapi/openapi.json is stale: run make generate")
 	}
+}
+
+// TestJustInTimeProvisioning: the first request of a user whose user.created
+// has not arrived yet is not denied: Clerk is asked, the user created with
+// its signup credit in the request's stead, and a user.created racing it
+// grants nothing twice. A user Clerk does not have is 404; Clerk unreachable
+// is 503, retryable, and stores nothing.
+func TestJustInTimeProvisioning(t *testing.T) {
+	t.Parallel()
+	fake := clerkfake.New()
+	fake.SetSecretKey("sk_test_jit")
+	for _, id := range []string{"user_jit", "user_race", "user_down"} {
+		fake.AddUser(clerkfake.User{ID: id, CreatedAt: time.Now()})
+	}
+	e := newAPIEnvWith(t, fake)
+	ctx := context.Background()
+
+	r, err := e.c.CreateDebitWithResponse(ctx, "user_jit", key("first"), client.DebitRequest{Amount: 5, Reason: "generation"})
+	if err != nil || r.JSON201 == nil || r.JSON201.BalanceAfter != 15 {
+		t.Fatalf("first debit of an unseen user: %v %d %s", err, r.StatusCode(), r.Body)
+	}
+
+	// Requests and the real user.created, all at once: one signup credit.
+	svc := &ledger.Service{Store: postgres.NewStore(e.db), Decode: clerk.Decode, SignupCredits: 20}
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Go(func() {
+			r, err := e.c.CreateDebitWithResponse(ctx, "user_race", key(fmt.Sprintf("race%d", i)), client.DebitRequest{Amount: 1, Reason: "generation"})
+			if err != nil || r.StatusCode() != 201 {
+				t.Errorf("debit %d: %v %d %s", i, err, r.StatusCode(), r.Body)
+			}
+		})
+	}
+	wg.Go(func() {
+		if _, err := svc.Process(ctx, ledger.Delivery{SvixID: "msg_race", ReceivedAt: time.Now(),
+			Body: []byte(`{"type":"user.created","data":{"id":"user_race"}}`)}); err != nil {
+			t.Errorf("user.created: %v", err)
+		}
+	})
+	wg.Wait()
+	b, _ := e.c.GetBalanceWithResponse(ctx, "user_race")
+	if b.JSON200 == nil || b.JSON200.Available != 10 {
+		t.Errorf("user_race balance %s, want 10 (one signup credit of 20, ten debits of 1)", b.Body)
+	}
+
+	if r, _ := e.c.GetBalanceWithResponse(ctx, "user_ghost"); r.StatusCode() != 404 || r.ApplicationproblemJSON404.Code != "user_not_found" {
+		t.Errorf("a user Clerk does not have: %d %s", r.StatusCode(), r.Body)
+	}
+	fake.FailNext("GET /v1/users/user_down", clerkfake.Fault{Status: 500})
+	r, _ = e.c.CreateDebitWithResponse(ctx, "user_down", key("down"), client.DebitRequest{Amount: 1, Reason: "generation"})
+	if r.StatusCode() != 503 || r.HTTPResponse.Header.Get("Retry-After") == "" {
+		t.Errorf("Clerk unreachable: %d %s, want 503 with Retry-After", r.StatusCode(), r.Body)
+	}
+	// Retried with the same key once Clerk answers: served.
+	r, _ = e.c.CreateDebitWithResponse(ctx, "user_down", key("down"), client.DebitRequest{Amount: 1, Reason: "generation"})
+	if r.StatusCode() != 201 {
+		t.Errorf("retry after Clerk recovered: %d %s", r.StatusCode(), r.Body)
+	}
+	pgtest.CheckInvariants(t, e.db)
 }

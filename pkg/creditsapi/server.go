@@ -55,11 +55,19 @@ type Config struct {
 	Metrics *Metrics
 	// Timeout bounds one request's database work; 0 means 10s.
 	Timeout time.Duration
+	// Provision, when set, creates a user creditgate does not hold yet but
+	// Clerk does, with its signup credit (the same key signup:<id> as the
+	// webhook's, so a racing user.created grants nothing twice): the first
+	// request of a new user may come before Svix delivers user.created. It
+	// returns ledger.ErrNotFound when Clerk has no such user, and an error
+	// wrapping ledger.ErrUnavailable when Clerk cannot be asked.
+	Provision func(ctx context.Context, clerkID string) error
 }
 
 // Server implements the generated ServerInterface.
 type Server struct {
-	credits Credits
+	credits   Credits
+	provision func(ctx context.Context, clerkID string) error
 	keys    *Keys
 	log     *slog.Logger
 	metrics *Metrics
@@ -73,7 +81,7 @@ func New(c Config) *Server {
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
 	}
-	return &Server{credits: c.Credits, keys: c.Keys, log: c.Logger, metrics: c.Metrics, timeout: c.Timeout}
+	return &Server{credits: c.Credits, provision: c.Provision, keys: c.Keys, log: c.Logger, metrics: c.Metrics, timeout: c.Timeout}
 }
 
 // Routes returns the API router: the generated routes, with problems for
@@ -146,7 +154,11 @@ func (s *Server) GetBalance(w http.ResponseWriter, r *http.Request, user UserPat
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 	defer cancel()
-	b, err := s.credits.Balance(ctx, user)
+	var b ledger.Balance
+	err := s.forUser(ctx, user, func() (err error) {
+		b, err = s.credits.Balance(ctx, user)
+		return err
+	})
 	if err != nil {
 		s.writeError(w, r, err, string(UserNotFound))
 		return
@@ -181,7 +193,11 @@ func (s *Server) ListEntries(w http.ResponseWriter, r *http.Request, user UserPa
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 	defer cancel()
-	es, err := s.credits.Entries(ctx, user, limit+1, before)
+	var es []ledger.EntryView
+	err := s.forUser(ctx, user, func() (err error) {
+		es, err = s.credits.Entries(ctx, user, limit+1, before)
+		return err
+	})
 	if err != nil {
 		s.writeError(w, r, err, string(UserNotFound))
 		return
@@ -229,7 +245,7 @@ func (s *Server) CreateDebit(w http.ResponseWriter, r *http.Request, user UserPa
 	if !ok {
 		return
 	}
-	s.do(w, r, string(UserNotFound), func(ctx context.Context) (ledger.Answer, error) {
+	s.do(w, r, user, string(UserNotFound), func(ctx context.Context) (ledger.Answer, error) {
 		return s.credits.Debit(ctx, req, ledger.Spend{Amount: body.Amount, Reason: body.Reason, Reference: deref(body.Reference), Metadata: meta},
 			renderer(http.StatusCreated))
 	})
@@ -253,7 +269,7 @@ func (s *Server) CreateGrant(w http.ResponseWriter, r *http.Request, user UserPa
 		}
 		g.ExpiresAt = *body.ExpiresAt
 	}
-	s.do(w, r, string(UserNotFound), func(ctx context.Context) (ledger.Answer, error) {
+	s.do(w, r, user, string(UserNotFound), func(ctx context.Context) (ledger.Answer, error) {
 		return s.credits.Grant(ctx, req, g, renderer(http.StatusCreated))
 	})
 }
@@ -272,7 +288,7 @@ func (s *Server) CreateHold(w http.ResponseWriter, r *http.Request, user UserPat
 		writeProblem(w, problem(http.StatusBadRequest, string(InvalidRequest), "ttl_seconds must be from 1 to 86400"))
 		return
 	}
-	s.do(w, r, string(UserNotFound), func(ctx context.Context) (ledger.Answer, error) {
+	s.do(w, r, user, string(UserNotFound), func(ctx context.Context) (ledger.Answer, error) {
 		return s.credits.PlaceHold(ctx, req, ledger.Spend{Amount: body.Amount, Reason: body.Reason, Reference: deref(body.Reference),
 			TTL: time.Duration(body.TtlSeconds) * time.Second}, renderer(http.StatusCreated))
 	})
@@ -292,7 +308,7 @@ func (s *Server) CaptureHold(w http.ResponseWriter, r *http.Request, hold HoldPa
 			return
 		}
 	}
-	s.do(w, r, string(HoldNotFound), func(ctx context.Context) (ledger.Answer, error) {
+	s.do(w, r, "", string(HoldNotFound), func(ctx context.Context) (ledger.Answer, error) {
 		return s.credits.CaptureHold(ctx, id, amount, req, renderer(http.StatusOK))
 	})
 }
@@ -304,7 +320,7 @@ func (s *Server) VoidHold(w http.ResponseWriter, r *http.Request, hold HoldPath,
 	if !ok {
 		return
 	}
-	s.do(w, r, string(HoldNotFound), func(ctx context.Context) (ledger.Answer, error) {
+	s.do(w, r, "", string(HoldNotFound), func(ctx context.Context) (ledger.Answer, error) {
 		return s.credits.VoidHold(ctx, id, req, renderer(http.StatusOK))
 	})
 }
@@ -320,7 +336,7 @@ func (s *Server) ExtendHold(w http.ResponseWriter, r *http.Request, hold HoldPat
 		writeProblem(w, problem(http.StatusBadRequest, string(InvalidRequest), "ttl_seconds must be from 1 to 86400"))
 		return
 	}
-	s.do(w, r, string(HoldNotFound), func(ctx context.Context) (ledger.Answer, error) {
+	s.do(w, r, "", string(HoldNotFound), func(ctx context.Context) (ledger.Answer, error) {
 		return s.credits.ExtendHold(ctx, id, time.Duration(body.TtlSeconds)*time.Second, req, renderer(http.StatusOK))
 	})
 }
@@ -344,7 +360,7 @@ func (s *Server) CreateRefund(w http.ResponseWriter, r *http.Request, entry Entr
 	if _, ok := checkSpend(w, max(amount, 1), body.Reason, nil, nil); !ok {
 		return
 	}
-	s.do(w, r, string(EntryNotFound), func(ctx context.Context) (ledger.Answer, error) {
+	s.do(w, r, "", string(EntryNotFound), func(ctx context.Context) (ledger.Answer, error) {
 		return s.credits.Refund(ctx, id, amount, body.Reason, req, renderer(http.StatusCreated))
 	})
 }
@@ -401,12 +417,29 @@ func (s *Server) holdWrite(w http.ResponseWriter, r *http.Request, hold, key str
 	return id, req, true
 }
 
+// forUser runs op; if the user is unknown and provisioning is on, it asks
+// Clerk for the user, creates it with its signup credit, and runs op again.
+func (s *Server) forUser(ctx context.Context, user string, op func() error) error {
+	err := op()
+	if user == "" || s.provision == nil || !errors.Is(err, ledger.ErrNotFound) {
+		return err
+	}
+	if perr := s.provision(ctx, user); perr != nil {
+		return perr
+	}
+	return op()
+}
+
 // do runs a write and sends its answer: the stored one, replayed, carries
-// Idempotent-Replayed: true.
-func (s *Server) do(w http.ResponseWriter, r *http.Request, notFound string, op func(ctx context.Context) (ledger.Answer, error)) {
+// Idempotent-Replayed: true. user, if set, is provisioned when unknown.
+func (s *Server) do(w http.ResponseWriter, r *http.Request, user, notFound string, op func(ctx context.Context) (ledger.Answer, error)) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.timeout)
 	defer cancel()
-	ans, err := op(ctx)
+	var ans ledger.Answer
+	err := s.forUser(ctx, user, func() (err error) {
+		ans, err = op(ctx)
+		return err
+	})
 	if err != nil {
 		s.writeError(w, r, err, notFound)
 		return
