@@ -68,10 +68,10 @@ type Config struct {
 type Server struct {
 	credits   Credits
 	provision func(ctx context.Context, clerkID string) error
-	keys    *Keys
-	log     *slog.Logger
-	metrics *Metrics
-	timeout time.Duration
+	keys      *Keys
+	log       *slog.Logger
+	metrics   *Metrics
+	timeout   time.Duration
 }
 
 var _ ServerInterface = (*Server)(nil)
