@@ -20,17 +20,20 @@ type config struct {
 	MetricsAddr     string
 	APIAddr         string
 	APIKeys         *creditsapi.Keys
-	LogLevel        string
-	LogFormat       string
-	DBMaxConns      int
-	DBLockTimeout   time.Duration
-	BodyMemory      int64
-	ShutdownTimeout time.Duration
-	ShutdownDelay   time.Duration
-	OTLPEndpoint    string
-	Namespace       string
-	BacklogRefresh  time.Duration
-	Clerk           clerkConfig
+	// APIServiceAccounts maps namespace/serviceaccount to scopes; non-empty
+	// turns on ServiceAccount tokens (TokenReview).
+	APIServiceAccounts map[string][]string
+	LogLevel           string
+	LogFormat          string
+	DBMaxConns         int
+	DBLockTimeout      time.Duration
+	BodyMemory         int64
+	ShutdownTimeout    time.Duration
+	ShutdownDelay      time.Duration
+	OTLPEndpoint       string
+	Namespace          string
+	BacklogRefresh     time.Duration
+	Clerk              clerkConfig
 }
 
 // clerkConfig is the Clerk Backend API access for the metadata write-back.
@@ -75,6 +78,11 @@ func loadConfig(getenv func(string) string, serving bool) (config, []string, err
 		c.APIAddr = r.Addr("API_ADDR", ":8081")
 		if c.APIAddr == c.HTTPAddr || c.APIAddr == c.MetricsAddr {
 			r.Fail("API_ADDR", "must differ from HTTP_ADDR and METRICS_ADDR")
+		}
+		if sas, err := creditsapi.ParseServiceAccounts(r.String("CREDITS_API_SERVICE_ACCOUNTS", "")); err != nil {
+			r.Fail("CREDITS_API_SERVICE_ACCOUNTS", "%v", err)
+		} else {
+			c.APIServiceAccounts = sas
 		}
 		if keys, err := creditsapi.ParseKeys(r.Secret("CREDITS_API_KEYS")); err != nil {
 			r.Fail("CREDITS_API_KEYS", "%v", err)

@@ -52,6 +52,8 @@ Environment:
   HTTP_ADDR                     application listener (default :8080)
   METRICS_ADDR                  Prometheus listener (default :9090)
   API_ADDR                      credits API listener (default :8081; its own Service, never the webhook Ingress)
+  CREDITS_API_SERVICE_ACCOUNTS  in-cluster callers: namespace/serviceaccount:scopes entries; their projected tokens
+                                (audience creditgate) are checked with a TokenReview
   CREDITS_API_KEYS              credits API keys: name:scopes:key entries (scopes read+spend+grant+admin, keys of 32+
                                 characters), separated by spaces or commas; none: the API answers 401
   LOG_LEVEL                     debug|info|warn|error (default info)
@@ -284,6 +286,15 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 			_, err = store.EnsureUser(ctx, u, cfg.SignupCredits, true)
 			return err
 		}
+	}
+	if len(cfg.APIServiceAccounts) > 0 {
+		// In the cluster: the API server the kubelet names (not settings of
+		// ours, hence read directly), our own token and the cluster CA.
+		rv, err := creditsapi.InClusterReviewer(getenv("KUBERNETES_SERVICE_HOST"), getenv("KUBERNETES_SERVICE_PORT"), cfg.APIServiceAccounts)
+		if err != nil {
+			return fmt.Errorf("CREDITS_API_SERVICE_ACCOUNTS: %w", err)
+		}
+		apiCfg.Reviewer = rv
 	}
 	creditsAPI := creditsapi.New(apiCfg)
 	api := &http.Server{

@@ -493,7 +493,9 @@ func podSpecs(t *testing.T, m *manifests) map[string]corev1.PodSpec {
 func checkSecurity(t *testing.T, m *manifests) {
 	var image string
 	for owner, spec := range podSpecs(t, m) {
-		if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		// Only the webhook, and only for the credits API's TokenReviews
+		// (checkCreditsAPI checks when), mounts its token.
+		if owner != "Deployment" && (spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken) {
 			t.Errorf("%s: automountServiceAccountToken is not false", owner)
 		}
 		psc := spec.SecurityContext
@@ -891,6 +893,18 @@ func checkCreditsAPI(t *testing.T, m *manifests) {
 	cm := m.configMap(t, container(t, pod.Spec, "webhook").EnvFrom[0].ConfigMapRef.Name)
 	if port == 0 || cm.Data["API_ADDR"] != fmt.Sprintf(":%d", port) {
 		t.Errorf("container port api %d, API_ADDR %q: they must agree", port, cm.Data["API_ADDR"])
+	}
+	// ServiceAccount tokens: the TokenReview right and the webhook's token,
+	// exactly when in-cluster callers are mapped.
+	sas := cm.Data["CREDITS_API_SERVICE_ACCOUNTS"]
+	mounted := pod.Spec.AutomountServiceAccountToken != nil && *pod.Spec.AutomountServiceAccountToken
+	if (sas != "") != mounted || (sas != "") != (len(m.ClusterRoleBindings) == 1) {
+		t.Errorf("CREDITS_API_SERVICE_ACCOUNTS %q, token mounted %v, %d ClusterRoleBindings: want all or none", sas, mounted, len(m.ClusterRoleBindings))
+	}
+	for _, crb := range m.ClusterRoleBindings {
+		if crb.RoleRef.Name != "system:auth-delegator" || len(crb.Subjects) != 1 || crb.Subjects[0].Name != pod.Spec.ServiceAccountName {
+			t.Errorf("ClusterRoleBinding %s binds %s to %+v, want system:auth-delegator to the webhook's ServiceAccount only", crb.Name, crb.RoleRef.Name, crb.Subjects)
+		}
 	}
 	for _, ing := range m.Ingresses {
 		for _, r := range ing.Spec.Rules {

@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -65,8 +66,11 @@ type manifests struct {
 	HPAs            []*autoscalingv2.HorizontalPodAutoscaler
 	Ingresses       []*networkingv1.Ingress
 	NetworkPolicies []*networkingv1.NetworkPolicy
-	ServiceMonitors []*serviceMonitor
-	PrometheusRules []*prometheusRule
+	// ClusterRoleBindings: only system:auth-delegator, for the credits
+	// API's TokenReviews.
+	ClusterRoleBindings []*rbacv1.ClusterRoleBinding
+	ServiceMonitors     []*serviceMonitor
+	PrometheusRules     []*prometheusRule
 	// Count is the number of objects.
 	Count int
 }
@@ -214,6 +218,8 @@ func decode(stream string) (*manifests, error) {
 			m.Ingresses = append(m.Ingresses, o)
 		case *networkingv1.NetworkPolicy:
 			m.NetworkPolicies = append(m.NetworkPolicies, o)
+		case *rbacv1.ClusterRoleBinding:
+			m.ClusterRoleBindings = append(m.ClusterRoleBindings, o)
 		default:
 			return nil, fmt.Errorf("unexpected kind %T in the chart", obj)
 		}

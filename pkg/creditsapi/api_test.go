@@ -100,6 +100,17 @@ func newAPIEnv(t *testing.T) *apiEnv {
 // Backend API (the fake) when fake is set.
 func newAPIEnvWith(t *testing.T, fake *clerkfake.Server) *apiEnv {
 	t.Helper()
+	return newAPIEnvFull(t, fake, nil)
+}
+
+// newAPIEnvWithReviewer is newAPIEnv accepting ServiceAccount tokens.
+func newAPIEnvWithReviewer(t *testing.T, rv *creditsapi.TokenReviewer) *apiEnv {
+	t.Helper()
+	return newAPIEnvFull(t, nil, rv)
+}
+
+func newAPIEnvFull(t *testing.T, fake *clerkfake.Server, rv *creditsapi.TokenReviewer) *apiEnv {
+	t.Helper()
 	db, _ := pgtest.New(t)
 	store := postgres.NewStore(db)
 	svc := &ledger.Service{Store: store, Decode: clerk.Decode, SignupCredits: 20}
@@ -112,7 +123,7 @@ func newAPIEnvWith(t *testing.T, fake *clerkfake.Server) *apiEnv {
 		t.Fatal(err)
 	}
 	cfg := creditsapi.Config{Credits: store, Keys: keys, Logger: slog.New(slog.DiscardHandler),
-		Metrics: creditsapi.NewMetrics(prometheus.NewRegistry())}
+		Metrics: creditsapi.NewMetrics(prometheus.NewRegistry()), Reviewer: rv}
 	if fake != nil {
 		fs := httptest.NewServer(fake)
 		t.Cleanup(fs.Close)

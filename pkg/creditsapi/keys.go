@@ -82,16 +82,11 @@ func (k *Keys) Len() int {
 	return len(k.keys)
 }
 
-var errNoCredentials = errors.New("credentials required: Authorization: Bearer <API key>")
+var errNoCredentials = errors.New("credentials required: Authorization: Bearer <API key or ServiceAccount token>")
 
-// Authenticate finds the caller of r by its bearer key. Every configured
-// key is compared, in constant time, so that timing tells nothing.
-func (k *Keys) Authenticate(r *http.Request) (Caller, error) {
-	auth := r.Header.Get("Authorization")
-	token, ok := strings.CutPrefix(auth, "Bearer ")
-	if !ok || token == "" {
-		return Caller{}, errNoCredentials
-	}
+// Match finds the caller whose key is token. Every configured key is
+// compared, in constant time, so that timing tells nothing.
+func (k *Keys) Match(token string) (Caller, bool) {
 	sum := sha256.Sum256([]byte(token))
 	found := -1
 	if k != nil {
@@ -102,7 +97,16 @@ func (k *Keys) Authenticate(r *http.Request) (Caller, error) {
 		}
 	}
 	if found < 0 {
-		return Caller{}, errors.New("the bearer token is not a valid API key")
+		return Caller{}, false
 	}
-	return k.keys[found].caller, nil
+	return k.keys[found].caller, true
+}
+
+// bearer is the token of an Authorization: Bearer header, or "".
+func bearer(r *http.Request) string {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return ""
+	}
+	return strings.TrimSpace(token)
 }

@@ -49,10 +49,13 @@ type Credits interface {
 // Config holds a Server's dependencies.
 type Config struct {
 	Credits Credits
-	// Keys authenticates callers; nil refuses every credentialed route.
-	Keys    *Keys
-	Logger  *slog.Logger
-	Metrics *Metrics
+	// Keys authenticates callers by API key; nil: no keys.
+	Keys *Keys
+	// Reviewer, when set, authenticates in-cluster callers by their
+	// projected ServiceAccount tokens (TokenReview).
+	Reviewer *TokenReviewer
+	Logger   *slog.Logger
+	Metrics  *Metrics
 	// Timeout bounds one request's database work; 0 means 10s.
 	Timeout time.Duration
 	// Provision, when set, creates a user creditgate does not hold yet but
@@ -69,6 +72,7 @@ type Server struct {
 	credits   Credits
 	provision func(ctx context.Context, clerkID string) error
 	keys      *Keys
+	reviewer  *TokenReviewer
 	log       *slog.Logger
 	metrics   *Metrics
 	timeout   time.Duration
@@ -81,7 +85,7 @@ func New(c Config) *Server {
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
 	}
-	return &Server{credits: c.Credits, provision: c.Provision, keys: c.Keys, log: c.Logger, metrics: c.Metrics, timeout: c.Timeout}
+	return &Server{credits: c.Credits, provision: c.Provision, keys: c.Keys, reviewer: c.Reviewer, log: c.Logger, metrics: c.Metrics, timeout: c.Timeout}
 }
 
 // Routes returns the API router: the generated routes, with problems for
@@ -125,7 +129,13 @@ const (
 // authorize finds the caller and checks it holds scope; on failure it has
 // answered 401 or 403 and returns false.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, scope string) (Caller, bool) {
-	c, err := s.keys.Authenticate(r)
+	c, err := s.authenticate(r)
+	if errors.Is(err, errReviewUnavailable) {
+		s.log.ErrorContext(r.Context(), "credits API: token review", "error", err)
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, problem(http.StatusServiceUnavailable, string(Unavailable), "could not check the ServiceAccount token; retry"))
+		return Caller{}, false
+	}
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="creditgate"`)
 		writeProblem(w, problem(http.StatusUnauthorized, string(Unauthenticated), err.Error()))
@@ -136,6 +146,22 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, scope string)
 		return Caller{}, false
 	}
 	return c, true
+}
+
+// authenticate finds the caller: an API key, else (with a reviewer) a
+// projected ServiceAccount token.
+func (s *Server) authenticate(r *http.Request) (Caller, error) {
+	token := bearer(r)
+	if token == "" {
+		return Caller{}, errNoCredentials
+	}
+	if c, ok := s.keys.Match(token); ok {
+		return c, nil
+	}
+	if s.reviewer != nil && strings.Count(token, ".") == 2 {
+		return s.reviewer.Review(r.Context(), token)
+	}
+	return Caller{}, errors.New("the bearer token is not a valid API key")
 }
 
 // GetOpenAPI serves the contract.

@@ -177,6 +177,11 @@ LOG_FORMAT: {{ $c.logFormat | quote }}
 HTTP_ADDR: ":8080"
 METRICS_ADDR: ":9090"
 API_ADDR: ":8081"
+{{- $sas := list }}
+{{- range $sa, $scopes := .Values.api.serviceAccounts }}
+{{- $sas = append $sas (printf "%s:%s" $sa $scopes) }}
+{{- end }}
+CREDITS_API_SERVICE_ACCOUNTS: {{ join " " $sas | quote }}
 DB_MAX_CONNS: {{ $c.dbMaxConns | toString | quote }}
 DB_LOCK_TIMEOUT: {{ $c.dbLockTimeout | quote }}
 BODY_MEMORY_LIMIT: {{ $c.bodyMemoryLimit | quote }}
