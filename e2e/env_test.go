@@ -60,6 +60,12 @@ type suiteEnv struct {
 	clerkKey string
 
 	webhookURL string // through the Service, the way an Ingress reaches it
+
+	// apiKey is the credits API key the suite installs (name e2e).
+	apiKey string
+	// clientImage runs in-cluster API clients (the echo tool); "" skips
+	// the specs that need one.
+	clientImage string
 }
 
 var env suiteEnv
@@ -78,6 +84,18 @@ func run(name string, args ...string) string {
 	out, err := runE(name, args...)
 	Expect(err).NotTo(HaveOccurred(), "%s %s\n%s", name, strings.Join(args, " "), out)
 	return out
+}
+
+// runStdin is runE with stdin.
+func runStdin(stdin, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	err := cmd.Run()
+	return b.String(), err
 }
 
 func runE(name string, args ...string) (string, error) {
@@ -186,6 +204,8 @@ func installChart(extra ...string) string {
 		"--set-string", "config.logLevel=info",
 		"--set", "reconciler.suspend=true", // the specs start reconciler Jobs themselves
 	}
+	args = append(args, "--set-string", "secret.creditsAPIKeys=e2e:read+spend+grant:"+env.apiKey,
+		"--set-json", fmt.Sprintf(`api.serviceAccounts={%q:"read+spend"}`, env.namespace+"/"+spenderSA))
 	if env.runtimeRole != "" {
 		args = append(args, "--set-string", "secret.migrationDatabaseURL="+env.podMigrationURL,
 			"--set-string", "migrations.runtimeRole="+env.runtimeRole)

@@ -12,4 +12,5 @@ const (
 	LabelSecurity    = "security"
 	LabelUpgrade     = "upgrade"
 	LabelMetrics     = "metrics"
+	LabelAPI         = "api"
 )

@@ -49,6 +49,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		hostIP:    os.Getenv("E2E_HOST_IP"),
 		cleanup:   os.Getenv("E2E_SKIP_CLEANUP") != "true",
 		secret:    newSecret(),
+		apiKey:    strings.TrimPrefix(newSecret(), "whsec_"),
+		// The echo tool's image, loaded by hack/e2e.sh: in-cluster API clients.
+		clientImage: os.Getenv("E2E_CLIENT_IMAGE"),
 	}
 	Expect(env.hostIP).NotTo(BeEmpty(), "E2E_HOST_IP must be the address pods use to reach this host")
 

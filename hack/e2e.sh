@@ -36,6 +36,10 @@ tag=e2e-$(git rev-parse --short HEAD 2>/dev/null || echo local)
 export E2E_IMAGE=creditgate:$tag
 (cd hack/tools && go run ./image -tag "$E2E_IMAGE" -out "$RUN_DIR/creditgate-image.tar")
 bash hack/cluster/load-image.sh "$RUN_DIR/creditgate-image.tar"
+# The echo tool (built with the cluster's tool images) runs the in-cluster
+# credits API clients of the api specs.
+bash hack/cluster/load-image.sh "$ECHO_TAR"
+export E2E_CLIENT_IMAGE=$ECHO_TAG
 
 # This cluster has no CoreDNS: the helm test Pods reach the Service through
 # its environment variables instead of its name (tests.serviceAddress=env).

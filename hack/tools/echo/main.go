@@ -6,6 +6,12 @@
 //
 //	echo [-listen :8080]
 //	echo -get http://10.96.0.10/ [-timeout 10s]
+//	echo -call http://10.96.0.11:8081/v1/… [-method POST] [-body JSON] [-header 'K: V']… [-bearer-file FILE]
+//
+// -call is an API client for the e2e suite's in-cluster callers: it sends one
+// request (retrying only while it cannot connect), with the bearer token read
+// from a file (a projected ServiceAccount token), and prints
+// "status=<code> body=<body>" whatever the status.
 package main
 
 import (
@@ -17,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -36,7 +43,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fl.SetOutput(stderr)
 	listen := fl.String("listen", ":8080", "address to serve on")
 	get := fl.String("get", "", "fetch this URL instead of serving, print the body, fail unless 2xx")
-	timeout := fl.Duration("timeout", 10*time.Second, "with -get: give up after this long, retrying every second until then")
+	timeout := fl.Duration("timeout", 10*time.Second, "with -get or -call: give up after this long, retrying every second until then")
+	call := fl.String("call", "", "send one request to this URL and print its status and body")
+	method := fl.String("method", http.MethodGet, "with -call: the method")
+	body := fl.String("body", "", "with -call: the JSON body")
+	bearerFile := fl.String("bearer-file", "", "with -call: send Authorization: Bearer <this file's content>")
+	var headers headerFlags
+	fl.Var(&headers, "header", "with -call: a 'Name: value' header (repeatable)")
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -45,6 +58,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *get != "" {
 		return fetch(ctx, *get, *timeout, stdout)
+	}
+	if *call != "" {
+		return callOnce(ctx, *call, *method, *body, *bearerFile, headers, *timeout, stdout)
 	}
 	return serve(ctx, *listen, stderr)
 }
@@ -111,4 +127,50 @@ func getOnce(ctx context.Context, client *http.Client, url string) (string, erro
 		return "", fmt.Errorf("status %s", resp.Status)
 	}
 	return string(b), nil
+}
+
+type headerFlags []string
+
+func (h *headerFlags) String() string     { return fmt.Sprint(*h) }
+func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
+
+// callOnce sends one request, retrying only while the connection fails, and
+// prints the answer, whatever its status.
+func callOnce(ctx context.Context, url, method, body, bearerFile string, headers []string, timeout time.Duration, stdout io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := &http.Client{Timeout: 5 * time.Second}
+	for {
+		req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		for _, h := range headers {
+			k, v, ok := strings.Cut(h, ":")
+			if !ok {
+				return fmt.Errorf("-header %q is not 'Name: value'", h)
+			}
+			req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+		}
+		if bearerFile != "" {
+			tok, err := os.ReadFile(bearerFile)
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			fmt.Fprintf(stdout, "status=%d body=%s\n", resp.StatusCode, strings.TrimSpace(string(b)))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s %s: %w", method, url, err)
+		case <-time.After(time.Second):
+		}
+	}
 }

@@ -3,7 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,5 +57,31 @@ func TestGetFailsWithoutServer(t *testing.T) {
 	err = run(context.Background(), []string{"-get", "http://" + addr + "/", "-timeout", "1500ms"}, &bytes.Buffer{}, &bytes.Buffer{})
 	if err == nil {
 		t.Fatal("get with nothing listening succeeded")
+	}
+}
+
+// TestCall: -call sends one request with the token from a file and the
+// headers given, and prints the status and body whatever the status.
+func TestCall(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.Method != http.MethodPost || r.Header.Get("Authorization") != "Bearer tok123" || r.Header.Get("Idempotency-Key") != "k1" || string(b) != `{"amount":1}` {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(`{"code":"forbidden"}`))
+	}))
+	defer srv.Close()
+	tok := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tok, []byte("tok123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"-call", srv.URL, "-method", "POST", "-body", `{"amount":1}`,
+		"-bearer-file", tok, "-header", "Idempotency-Key: k1"}, &out, io.Discard)
+	if err != nil || out.String() != "status=403 body={\"code\":\"forbidden\"}\n" {
+		t.Errorf("call = %v, %q", err, out.String())
 	}
 }
