@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -69,52 +70,71 @@ var _ = Describe("the credits API on Kubernetes", Ordered, func() {
 
 	It("captures nothing twice when a webhook pod is deleted during a hold and capture load", Label(LabelAPI, LabelChaos), func(ctx SpecContext) {
 		const users = 40
+		api := apiURL()
+		var mu sync.Mutex
+		retried := map[int]int{}
 		ids := make([]string, users)
 		for i := range ids {
 			ids[i] = uid("api_load", i)
 			newUser(ctx, ids[i])
+			status, body := apiCall(ctx, api, "POST", "/v1/users/"+ids[i]+"/grants", "topup-"+ids[i], `{"amount":1000,"reason":"e2e"}`, retried, &mu)
+			Expect(status).To(Equal(http.StatusCreated), body)
 		}
-		api := apiURL()
+		// Every user's client runs hold-2-capture-1 rounds until told to
+		// stop: the load outlasts the pod's deletion whatever the speed of
+		// this machine. Each request is retried with its own key until it
+		// is answered, as a client must.
+		pods := webhookPods()
+		Expect(pods).NotTo(BeEmpty())
 		var wg sync.WaitGroup
-		var mu sync.Mutex
-		retried := map[int]int{}
-		done := make(chan struct{})
-		var finished sync.WaitGroup
-		finished.Add(users)
+		var steps atomic.Int64
+		stop := make(chan struct{})
+		rounds := make([]int, users)
 		for i, id := range ids {
 			wg.Go(func() {
 				defer GinkgoRecover()
-				defer finished.Done()
-				// Hold 5, capture 3: each request retried with its own key
-				// until it is answered, as a client must.
-				var hold struct {
-					HoldID string `json:"hold_id"`
+				for r := 0; ; r++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					var hold struct {
+						HoldID string `json:"hold_id"`
+					}
+					status, body := apiCall(ctx, api, "POST", "/v1/users/"+id+"/holds", fmt.Sprintf("hold-%s-%d", id, r),
+						`{"amount":2,"ttl_seconds":300,"reason":"generation"}`, retried, &mu)
+					Expect(status).To(Equal(http.StatusCreated), body)
+					Expect(json.Unmarshal([]byte(body), &hold)).To(Succeed())
+					status, body = apiCall(ctx, api, "POST", "/v1/holds/"+hold.HoldID+"/capture", fmt.Sprintf("capture-%s-%d", id, r),
+						`{"amount":1}`, retried, &mu)
+					Expect(status).To(Equal(http.StatusOK), body)
+					Expect(body).To(ContainSubstring(`"status":"captured"`))
+					rounds[i] = r + 1
+					steps.Add(1)
 				}
-				status, body := apiCall(ctx, api, "POST", "/v1/users/"+id+"/holds", "hold-"+id, `{"amount":5,"ttl_seconds":300,"reason":"generation"}`, retried, &mu)
-				Expect(status).To(Equal(http.StatusCreated), body)
-				Expect(json.Unmarshal([]byte(body), &hold)).To(Succeed())
-				if i == users/2 {
-					close(done)
-				}
-				status, body = apiCall(ctx, api, "POST", "/v1/holds/"+hold.HoldID+"/capture", "capture-"+id, `{"amount":3}`, retried, &mu)
-				Expect(status).To(Equal(http.StatusOK), body)
-				Expect(body).To(ContainSubstring(`"status":"captured"`))
 			})
 		}
-		<-done
-		pods := webhookPods()
-		Expect(pods).NotTo(BeEmpty())
+		Eventually(steps.Load).WithTimeout(2 * time.Minute).Should(BeNumerically(">=", 100))
 		kubectl("delete", "pod", pods[0], "--wait=false")
+		began := steps.Load()
+		kubectl("wait", "--for=delete", "pod/"+pods[0], "--timeout=120s")
+		gone := steps.Load()
+		Eventually(steps.Load).WithTimeout(2 * time.Minute).Should(BeNumerically(">=", gone+100))
+		close(stop)
 		wg.Wait()
-		GinkgoWriter.Printf("hold/capture load: %d users; requests retried by status: %v\n", users, retried)
+		GinkgoWriter.Printf("hold/capture load: deletion began after %d rounds, the pod was gone after %d, %d in all; retries by status (0: transport error): %v\n",
+			began, gone, steps.Load(), retried)
+		Expect(gone).To(BeNumerically(">", began), "no round ran while the pod was going away")
 
-		for _, id := range ids {
-			var captures, holds int
-			Expect(env.db.NewRaw("SELECT count(*) FROM credit_transactions WHERE clerk_id = ? AND kind = 'capture'", id).Scan(ctx, &captures)).To(Succeed())
+		for i, id := range ids {
+			var captures, captured, holds int
+			Expect(env.db.NewRaw("SELECT count(*), COALESCE(sum(amount), 0) FROM credit_transactions WHERE clerk_id = ? AND kind = 'capture'", id).
+				Scan(ctx, &captures, &captured)).To(Succeed())
 			Expect(env.db.NewRaw("SELECT count(*) FROM credit_holds WHERE clerk_id = ?", id).Scan(ctx, &holds)).To(Succeed())
-			Expect([]int{captures, holds}).To(Equal([]int{1, 1}), "user %s: captures and holds", id)
+			Expect([]int{captures, captured, holds}).To(Equal([]int{rounds[i], rounds[i], rounds[i]}), "user %s: captures, credits captured, holds", id)
 			available, _ := creditsOf(ctx, id)
-			Expect(available).To(Equal(int64(17)), id)
+			Expect(available).To(Equal(int64(1020-rounds[i])), id)
 		}
 		Expect(ledgerInvariants(ctx)).To(BeEmpty())
 		Eventually(webhookPods).WithTimeout(3 * time.Minute).Should(HaveLen(2))
