@@ -275,7 +275,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		ErrorLog:          app.ErrorLog,
 	}
 	// The credits API: its own listener, behind its own Service.
-	apiCfg := creditsapi.Config{Credits: store, Keys: cfg.APIKeys, Logger: log, Metrics: creditsapi.NewMetrics(reg)}
+	apiCfg := creditsapi.Config{Credits: store, Keys: cfg.APIKeys, Logger: log, Metrics: creditsapi.NewMetrics(reg), HTTPTracing: ot.Enabled}
 	if clerkAPI != nil {
 		// Just-in-time: a user whose first request beats Svix's user.created.
 		apiCfg.Provision = func(ctx context.Context, clerkID string) error {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/creditgate/creditgate/pkg/ledger"
 )
@@ -65,6 +66,9 @@ type Config struct {
 	// returns ledger.ErrNotFound when Clerk has no such user, and an error
 	// wrapping ledger.ErrUnavailable when Clerk cannot be asked.
 	Provision func(ctx context.Context, clerkID string) error
+	// HTTPTracing wraps the router in otelhttp's server spans (a span per
+	// request, named by route; database spans nest in it).
+	HTTPTracing bool
 }
 
 // Server implements the generated ServerInterface.
@@ -73,6 +77,7 @@ type Server struct {
 	provision func(ctx context.Context, clerkID string) error
 	keys      *Keys
 	reviewer  *TokenReviewer
+	tracing   bool
 	log       *slog.Logger
 	metrics   *Metrics
 	timeout   time.Duration
@@ -85,7 +90,7 @@ func New(c Config) *Server {
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
 	}
-	return &Server{credits: c.Credits, provision: c.Provision, keys: c.Keys, reviewer: c.Reviewer, log: c.Logger, metrics: c.Metrics, timeout: c.Timeout}
+	return &Server{credits: c.Credits, provision: c.Provision, keys: c.Keys, reviewer: c.Reviewer, tracing: c.HTTPTracing, log: c.Logger, metrics: c.Metrics, timeout: c.Timeout}
 }
 
 // Routes returns the API router: the generated routes, with problems for
@@ -104,7 +109,12 @@ func (s *Server) Routes() http.Handler {
 		notFound, notAllowed = s.metrics.instrument(notFound), s.metrics.instrument(notAllowed)
 	}
 	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, notAllowed
-	return HandlerWithOptions(s, GorillaServerOptions{BaseRouter: r, ErrorHandlerFunc: s.paramError})
+	h := HandlerWithOptions(s, GorillaServerOptions{BaseRouter: r, ErrorHandlerFunc: s.paramError})
+	if !s.tracing {
+		return h
+	}
+	return otelhttp.NewHandler(h, "credits.api",
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "credits " + r.Method }))
 }
 
 // paramError answers a request whose path, query or header parameters do
