@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"time"
 
 	"github.com/creditgate/creditgate/pkg/creditsapi"
@@ -23,17 +24,20 @@ type config struct {
 	// APIServiceAccounts maps namespace/serviceaccount to scopes; non-empty
 	// turns on ServiceAccount tokens (TokenReview).
 	APIServiceAccounts map[string][]string
-	LogLevel           string
-	LogFormat          string
-	DBMaxConns         int
-	DBLockTimeout      time.Duration
-	BodyMemory         int64
-	ShutdownTimeout    time.Duration
-	ShutdownDelay      time.Duration
-	OTLPEndpoint       string
-	Namespace          string
-	BacklogRefresh     time.Duration
-	Clerk              clerkConfig
+	// AuthorizedParties are the frontend origins whose Clerk session tokens
+	// the credits API's /v1/me/… accepts; none turns those routes off.
+	AuthorizedParties []string
+	LogLevel          string
+	LogFormat         string
+	DBMaxConns        int
+	DBLockTimeout     time.Duration
+	BodyMemory        int64
+	ShutdownTimeout   time.Duration
+	ShutdownDelay     time.Duration
+	OTLPEndpoint      string
+	Namespace         string
+	BacklogRefresh    time.Duration
+	Clerk             clerkConfig
 }
 
 // clerkConfig is the Clerk Backend API access for the metadata write-back.
@@ -84,6 +88,12 @@ func loadConfig(getenv func(string) string, serving bool) (config, []string, err
 		} else {
 			c.APIServiceAccounts = sas
 		}
+		c.AuthorizedParties = strings.FieldsFunc(r.String("CLERK_AUTHORIZED_PARTIES", ""), func(r rune) bool { return r == ' ' || r == ',' })
+		for _, p := range c.AuthorizedParties {
+			if !strings.HasPrefix(p, "https://") && !strings.HasPrefix(p, "http://") {
+				r.Fail("CLERK_AUTHORIZED_PARTIES", "must be origins such as https://app.example.com, got %q", p)
+			}
+		}
 		if keys, err := creditsapi.ParseKeys(r.Secret("CREDITS_API_KEYS")); err != nil {
 			r.Fail("CREDITS_API_KEYS", "%v", err)
 		} else {
@@ -98,6 +108,9 @@ func loadConfig(getenv func(string) string, serving bool) (config, []string, err
 		c.Namespace = r.String("POD_NAMESPACE", "")
 		c.BacklogRefresh = r.Duration("BACKLOG_REFRESH", 30*time.Second, time.Second, time.Hour)
 		c.Clerk = loadClerk(r)
+		if len(c.AuthorizedParties) > 0 && c.Clerk.SecretKey == "" {
+			r.Fail("CLERK_AUTHORIZED_PARTIES", "needs CLERK_SECRET_KEY: session tokens are verified with the instance's keys, fetched from Clerk's Backend API")
+		}
 	}
 	return c, r.Names(), r.Err()
 }

@@ -54,6 +54,7 @@ Environment:
   API_ADDR                      credits API listener (default :8081; its own Service, never the webhook Ingress)
   CREDITS_API_SERVICE_ACCOUNTS  in-cluster callers: namespace/serviceaccount:scopes entries; their projected tokens
                                 (audience creditgate) are checked with a TokenReview
+  CLERK_AUTHORIZED_PARTIES      frontend origins whose Clerk session tokens /v1/me/… accepts (needs CLERK_SECRET_KEY)
   CREDITS_API_KEYS              credits API keys: name:scopes:key entries (scopes read+spend+grant+admin, keys of 32+
                                 characters), separated by spaces or commas; none: the API answers 401
   LOG_LEVEL                     debug|info|warn|error (default info)
@@ -286,6 +287,13 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 			_, err = store.EnsureUser(ctx, u, cfg.SignupCredits, true)
 			return err
 		}
+	}
+	if len(cfg.AuthorizedParties) > 0 {
+		sessions, err := clerk.NewSessions(clerk.APIConfig{SecretKey: cfg.Clerk.SecretKey, URL: cfg.Clerk.APIURL}, cfg.AuthorizedParties)
+		if err != nil {
+			return fmt.Errorf("CLERK_AUTHORIZED_PARTIES: %w", err)
+		}
+		apiCfg.Sessions = sessions
 	}
 	if len(cfg.APIServiceAccounts) > 0 {
 		// In the cluster: the API server the kubelet names (not settings of

@@ -111,6 +111,17 @@ func newAPIEnvWithReviewer(t *testing.T, rv *creditsapi.TokenReviewer) *apiEnv {
 
 func newAPIEnvFull(t *testing.T, fake *clerkfake.Server, rv *creditsapi.TokenReviewer) *apiEnv {
 	t.Helper()
+	return newAPIEnvTuned(t, fake, rv, nil)
+}
+
+// newAPIEnvConfig is newAPIEnv with the server's configuration adjusted.
+func newAPIEnvConfig(t *testing.T, tune func(*creditsapi.Config)) *apiEnv {
+	t.Helper()
+	return newAPIEnvTuned(t, nil, nil, tune)
+}
+
+func newAPIEnvTuned(t *testing.T, fake *clerkfake.Server, rv *creditsapi.TokenReviewer, tune func(*creditsapi.Config)) *apiEnv {
+	t.Helper()
 	db, _ := pgtest.New(t)
 	store := postgres.NewStore(db)
 	svc := &ledger.Service{Store: store, Decode: clerk.Decode, SignupCredits: 20}
@@ -136,6 +147,9 @@ func newAPIEnvFull(t *testing.T, fake *clerkfake.Server, rv *creditsapi.TokenRev
 			_, err = store.EnsureUser(ctx, u, 20, false)
 			return err
 		}
+	}
+	if tune != nil {
+		tune(&cfg)
 	}
 	s := creditsapi.New(cfg)
 	srv := httptest.NewServer(s.Routes())

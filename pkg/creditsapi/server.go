@@ -66,9 +66,19 @@ type Config struct {
 	// returns ledger.ErrNotFound when Clerk has no such user, and an error
 	// wrapping ledger.ErrUnavailable when Clerk cannot be asked.
 	Provision func(ctx context.Context, clerkID string) error
+	// Sessions, when set, verifies Clerk session tokens for /v1/me/…: it
+	// returns the signed-in user's Clerk id, an error wrapping
+	// ledger.ErrUnavailable when it cannot tell, any other error for a token
+	// that does not verify.
+	Sessions Sessions
 	// HTTPTracing wraps the router in otelhttp's server spans (a span per
 	// request, named by route; database spans nest in it).
 	HTTPTracing bool
+}
+
+// Sessions verifies Clerk session tokens (clerk.Sessions).
+type Sessions interface {
+	Verify(ctx context.Context, token string) (clerkUserID string, err error)
 }
 
 // Server implements the generated ServerInterface.
@@ -77,6 +87,7 @@ type Server struct {
 	provision func(ctx context.Context, clerkID string) error
 	keys      *Keys
 	reviewer  *TokenReviewer
+	sessions  Sessions
 	tracing   bool
 	log       *slog.Logger
 	metrics   *Metrics
@@ -90,7 +101,7 @@ func New(c Config) *Server {
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
 	}
-	return &Server{credits: c.Credits, provision: c.Provision, keys: c.Keys, reviewer: c.Reviewer, tracing: c.HTTPTracing, log: c.Logger, metrics: c.Metrics, timeout: c.Timeout}
+	return &Server{credits: c.Credits, provision: c.Provision, keys: c.Keys, reviewer: c.Reviewer, sessions: c.Sessions, tracing: c.HTTPTracing, log: c.Logger, metrics: c.Metrics, timeout: c.Timeout}
 }
 
 // Routes returns the API router: the generated routes, with problems for
@@ -210,17 +221,21 @@ func (s *Server) ListEntries(w http.ResponseWriter, r *http.Request, user UserPa
 	if !validUser(w, user) {
 		return
 	}
+	s.listEntries(w, r, user, params.Limit, params.Cursor)
+}
+
+func (s *Server) listEntries(w http.ResponseWriter, r *http.Request, user string, limitParam *int, cursor *string) {
 	limit := 50
-	if params.Limit != nil {
-		limit = *params.Limit
+	if limitParam != nil {
+		limit = *limitParam
 	}
 	if limit < 1 || limit > 200 {
 		writeProblem(w, problem(http.StatusBadRequest, string(InvalidRequest), "limit must be from 1 to 200"))
 		return
 	}
 	var before int64
-	if params.Cursor != nil && *params.Cursor != "" {
-		id, err := parseID("ent_", *params.Cursor)
+	if cursor != nil && *cursor != "" {
+		id, err := parseID("ent_", *cursor)
 		if err != nil {
 			writeProblem(w, problem(http.StatusBadRequest, string(InvalidRequest), "cursor is not a next_cursor this API gave"))
 			return
@@ -401,15 +416,63 @@ func (s *Server) CreateRefund(w http.ResponseWriter, r *http.Request, entry Entr
 	})
 }
 
-// GetMyBalance implements GET /v1/me/balance. Clerk session tokens are not
-// verified yet: every call answers 401.
-func (s *Server) GetMyBalance(w http.ResponseWriter, _ *http.Request) {
-	writeProblem(w, problem(http.StatusUnauthorized, string(Unauthenticated), "Clerk session tokens are not accepted by this server"))
+// GetMyBalance implements GET /v1/me/balance: the signed-in user's own
+// balance, by their Clerk session token.
+func (s *Server) GetMyBalance(w http.ResponseWriter, r *http.Request) {
+	user, ok := s.me(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	defer cancel()
+	var b ledger.Balance
+	err := s.forUser(ctx, user, func() (err error) {
+		b, err = s.credits.Balance(ctx, user)
+		return err
+	})
+	if err != nil {
+		s.writeError(w, r, err, string(UserNotFound))
+		return
+	}
+	writeJSON(w, http.StatusOK, toBalance(b))
 }
 
-// ListMyEntries implements GET /v1/me/entries; see GetMyBalance.
-func (s *Server) ListMyEntries(w http.ResponseWriter, _ *http.Request, _ ListMyEntriesParams) {
-	writeProblem(w, problem(http.StatusUnauthorized, string(Unauthenticated), "Clerk session tokens are not accepted by this server"))
+// ListMyEntries implements GET /v1/me/entries.
+func (s *Server) ListMyEntries(w http.ResponseWriter, r *http.Request, params ListMyEntriesParams) {
+	user, ok := s.me(w, r)
+	if !ok {
+		return
+	}
+	s.listEntries(w, r, user, params.Limit, params.Cursor)
+}
+
+// me is the user a Clerk session token signs in; on failure it has answered.
+func (s *Server) me(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if s.sessions == nil {
+		writeProblem(w, problem(http.StatusUnauthorized, string(Unauthenticated),
+			"Clerk session tokens are not accepted here (CLERK_AUTHORIZED_PARTIES is not set)"))
+		return "", false
+	}
+	token := bearer(r)
+	if token == "" {
+		writeProblem(w, problem(http.StatusUnauthorized, string(Unauthenticated), "credentials required: Authorization: Bearer <Clerk session token>"))
+		return "", false
+	}
+	user, err := s.sessions.Verify(r.Context(), token)
+	switch {
+	case errors.Is(err, ledger.ErrUnavailable):
+		s.log.ErrorContext(r.Context(), "credits API: verify a Clerk session", "error", err)
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, problem(http.StatusServiceUnavailable, string(Unavailable), "could not check the session token; retry"))
+		return "", false
+	case err != nil:
+		writeProblem(w, problem(http.StatusUnauthorized, string(Unauthenticated), "the session token does not verify"))
+		return "", false
+	case !userRE.MatchString(user):
+		writeProblem(w, problem(http.StatusUnauthorized, string(Unauthenticated), "the session token names no Clerk user"))
+		return "", false
+	}
+	return user, true
 }
 
 // write is the common first half of a POST: authorize, check the key,

@@ -191,6 +191,7 @@ SHUTDOWN_TIMEOUT: {{ $c.shutdownTimeout | quote }}
 CLERK_API_URL: {{ $c.clerk.apiURL | quote }}
 CLERK_API_RPS: {{ $c.clerk.apiRPS | toString | quote }}
 OUTBOX_MAX_ATTEMPTS: {{ $c.clerk.outboxMaxAttempts | toString | quote }}
+CLERK_AUTHORIZED_PARTIES: {{ join " " $c.clerk.authorizedParties | quote }}
 {{- with $c.otel.endpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}

@@ -44,6 +44,27 @@ type Server struct {
 	rateHits   map[string][]time.Time // user id → accepted metadata writes in the window
 	violations int
 	traceSeq   uint64
+	jwks       []byte // GET /v1/jwks: the instance's public signing keys
+}
+
+// SetJWKS sets the JSON Web Key Set GET /v1/jwks answers (the instance's
+// public keys, which verify its session tokens).
+func (s *Server) SetJWKS(set []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.jwks = append([]byte(nil), set...)
+}
+
+// handleJWKS answers GET /v1/jwks.
+func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	set := s.jwks
+	s.mu.Unlock()
+	if set == nil {
+		set = []byte(`{"keys":[]}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(set)
 }
 
 // User is a Clerk user as the fake stores it. Whatever else Clerk knows about

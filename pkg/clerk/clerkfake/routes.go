@@ -11,6 +11,7 @@ func (s *Server) apiRoutes() http.Handler {
 	mux.HandleFunc("GET /v1/users/count", s.handleCountUsers)
 	mux.HandleFunc("GET /v1/users/{id}", s.handleGetUser)
 	mux.HandleFunc("PATCH /v1/users/{id}/metadata", s.handleUpdateMetadata)
+	mux.HandleFunc("GET /v1/jwks", s.handleJWKS)
 	mux.HandleFunc("/", handleNoEndpoint)
 	return mux
 }
