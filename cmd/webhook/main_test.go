@@ -108,6 +108,9 @@ func TestServeHandlesEventAndShutsDownGracefully(t *testing.T) {
 		`creditgate_outbox_messages{status="pending"} 0`,
 		`creditgate_ledger_drift_users 0`,
 		`creditgate_reconcile_last_success_timestamp_seconds 0`,
+		`creditgate_credits_active_holds 0`,
+		`creditgate_credits_expiry_backlog 0`,
+		`creditgate_api_requests_total{code="200",operation="GET /v1/users/{user}/balance"} 1`,
 	} {
 		if !strings.Contains(string(mb), want) {
 			t.Errorf("/metrics lacks %q", want)

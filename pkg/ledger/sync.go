@@ -148,6 +148,11 @@ type Backlog struct {
 	OldestOutboxAge          time.Duration
 	LedgerDriftUsers         int64
 	LastSuccessfulReconcile  time.Time
+	// ActiveHolds and HeldCredits count the credits API's unexpired holds.
+	ActiveHolds int64
+	HeldCredits int64
+	// ExpiryBacklog counts holds and grants past their expiry, not booked.
+	ExpiryBacklog int64
 }
 
 // UserStory is everything creditgate holds about one Clerk user, for support

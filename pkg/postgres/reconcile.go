@@ -582,7 +582,11 @@ SELECT
 	(SELECT count(*) FROM clerk_metadata_outbox WHERE status = 'dead'),
 	COALESCE((SELECT extract(epoch FROM now() - min(created_at)) FROM clerk_metadata_outbox WHERE status = 'pending'), 0),
 	(SELECT count(*) FROM (` + driftSQL + `) d),
-	(SELECT max(finished_at) FROM reconcile_runs WHERE outcome = 'success')`
+	(SELECT max(finished_at) FROM reconcile_runs WHERE outcome = 'success'),
+	(SELECT count(*) FROM credit_holds WHERE status = 'active' AND expires_at > now()),
+	(SELECT COALESCE(sum(amount), 0) FROM credit_holds WHERE status = 'active' AND expires_at > now()),
+	(SELECT count(*) FROM credit_holds WHERE status = 'active' AND expires_at <= now())
+		+ (SELECT count(*) FROM credit_lots WHERE remaining > 0 AND expires_at <= now())`
 
 // Backlog reads the state the alerts watch. It scans the ledger to count
 // drift, so callers cache it (the webhook refreshes it at most every 30 s).
@@ -591,7 +595,8 @@ func (s *Store) Backlog(ctx context.Context) (ledger.Backlog, error) {
 	var oldestEvent, oldestOutbox float64
 	var last sql.NullTime
 	err := s.db.QueryRowContext(ctx, backlogSQL).Scan(&b.EventsFailed, &b.EventsDead, &oldestEvent,
-		&b.UsersWithoutSignupCredit, &b.OutboxPending, &b.OutboxDead, &oldestOutbox, &b.LedgerDriftUsers, &last)
+		&b.UsersWithoutSignupCredit, &b.OutboxPending, &b.OutboxDead, &oldestOutbox, &b.LedgerDriftUsers, &last,
+		&b.ActiveHolds, &b.HeldCredits, &b.ExpiryBacklog)
 	if err != nil {
 		return b, fmt.Errorf("read backlog: %w", mapError(err))
 	}

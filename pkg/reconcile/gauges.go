@@ -29,6 +29,7 @@ type BacklogCollector struct {
 	eventAge, outboxAge          *prometheus.Desc
 	noSignup, drift, lastSuccess *prometheus.Desc
 	up                           *prometheus.Desc
+	holds, held, expiryBacklog   *prometheus.Desc
 }
 
 // NewBacklogCollector returns a collector over read, cached for ttl.
@@ -49,6 +50,12 @@ func NewBacklogCollector(read func(context.Context) (ledger.Backlog, error), ttl
 			"Users whose balances differ from the sums of their ledger rows (never auto-fixed).", nil, nil),
 		lastSuccess: prometheus.NewDesc("creditgate_reconcile_last_success_timestamp_seconds",
 			"Unix time the last successful reconciler run ended (0 when none).", nil, nil),
+		holds: prometheus.NewDesc("creditgate_credits_active_holds",
+			"Credits API holds active and unexpired.", nil, nil),
+		held: prometheus.NewDesc("creditgate_credits_held",
+			"Credits held by active, unexpired holds.", nil, nil),
+		expiryBacklog: prometheus.NewDesc("creditgate_credits_expiry_backlog",
+			"Holds and grants past their expiry that the reconciler has not booked yet (reads already leave them out).", nil, nil),
 		up: prometheus.NewDesc("creditgate_backlog_query_up",
 			"1 when the backlog gauges could be read from the database.", nil, nil),
 	}
@@ -56,7 +63,7 @@ func NewBacklogCollector(read func(context.Context) (ledger.Backlog, error), ttl
 
 // Describe implements prometheus.Collector.
 func (c *BacklogCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.events, c.eventAge, c.noSignup, c.outbox, c.outboxAge, c.drift, c.lastSuccess, c.up} {
+	for _, d := range []*prometheus.Desc{c.events, c.eventAge, c.noSignup, c.outbox, c.outboxAge, c.drift, c.lastSuccess, c.up, c.holds, c.held, c.expiryBacklog} {
 		ch <- d
 	}
 }
@@ -77,6 +84,9 @@ func (c *BacklogCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.outbox, prometheus.GaugeValue, float64(b.OutboxDead), "dead")
 	ch <- prometheus.MustNewConstMetric(c.outboxAge, prometheus.GaugeValue, b.OldestOutboxAge.Seconds())
 	ch <- prometheus.MustNewConstMetric(c.drift, prometheus.GaugeValue, float64(b.LedgerDriftUsers))
+	ch <- prometheus.MustNewConstMetric(c.holds, prometheus.GaugeValue, float64(b.ActiveHolds))
+	ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(b.HeldCredits))
+	ch <- prometheus.MustNewConstMetric(c.expiryBacklog, prometheus.GaugeValue, float64(b.ExpiryBacklog))
 	var last float64
 	if !b.LastSuccessfulReconcile.IsZero() {
 		last = float64(b.LastSuccessfulReconcile.UnixMilli()) / 1000
