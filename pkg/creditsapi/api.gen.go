@@ -177,7 +177,7 @@ type Balance struct {
 	// User Example: user_2NNEqL2nrIRdJ194ndJqAHwEfxC
 	User ClerkUserID `json:"user"`
 
-	// Version Grows with every change to the account; equal versions mean equal balances.
+	// Version Grows with every write to the account (a grant, debit, hold, capture, void or refund, and the reconciler booking an expiry). A hold or grant that expires changes the balance at its instant, before the write that books it: compare versions to detect writes, not expiries.
 	Version int64 `json:"version"`
 }
 
