@@ -5,10 +5,23 @@ SHELL := /bin/bash
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: dev test test-go test-chart vet fmt-check lint build image fuzz bench e2e e2e-kind chart-check cluster-up cluster-down
+# make dev's state (cluster, logs, signing secret, binaries); it ignores itself
+# in git. DEV_PG_PORT, HTTP_ADDR and METRICS_ADDR choose its ports.
+DEV_DIR ?= .dev
+export DEV_DIR
 
+.PHONY: dev dev-reset test test-go test-chart vet fmt-check lint build image fuzz bench e2e e2e-kind chart-check cluster-up cluster-down
+
+# Build first, then exec the built binary, so that make's signals reach dev
+# itself (make passes SIGTERM to its recipe; `go run` would sit in between).
 dev:
-	$(GO) run ./hack/dev
+	@mkdir -p $(DEV_DIR) && echo '*' >$(DEV_DIR)/.gitignore
+	$(GO) build -o $(DEV_DIR)/bin/ ./hack/dev ./cmd/webhook
+	exec $(DEV_DIR)/bin/dev
+
+# Stop a running `make dev` and delete its state, database included.
+dev-reset:
+	$(GO) run ./hack/dev reset
 
 test: fmt-check vet test-go test-chart
 
