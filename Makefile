@@ -23,7 +23,16 @@ dev:
 dev-reset:
 	$(GO) run ./hack/dev reset
 
-test: fmt-check vet test-go test-chart
+# Each step in turn, then one line: all green and how long, or which failed.
+TEST_STEPS := fmt-check vet test-go test-chart
+test:
+	@start=$$SECONDS; took() { d=$$((SECONDS - start)); printf '%dm%02ds' $$((d / 60)) $$((d % 60)); }; \
+	for step in $(TEST_STEPS); do \
+	  if ! $(MAKE) --no-print-directory $$step; then \
+	    echo "make test: FAILED in make $$step after $$(took)"; exit 1; \
+	  fi; \
+	done; \
+	echo "make test: all green in $$(took) ($(TEST_STEPS))"
 
 test-go:
 	$(GO) test -race -count=1 ./...
@@ -31,7 +40,7 @@ test-go:
 
 # Chart lint/render/schema/alert tests (e2e/chart, its own Go module).
 test-chart:
-	export PATH="$$(bash hack/tools.sh):$$PATH"; cd e2e && $(GO) test -count=1 ./chart/...
+	bin=$$(bash hack/tools.sh) && export PATH="$$bin:$$PATH" && cd e2e && $(GO) test -count=1 ./chart/...
 
 vet:
 	$(GO) vet ./...
