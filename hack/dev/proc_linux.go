@@ -21,19 +21,20 @@ func stopWithParent() {
 }
 
 // watchParent calls stop when the process that started dev exits, or when
-// that process is GNU make and begins handling a SIGINT. make passes SIGTERM
-// on to its recipe, but not SIGINT: it expects the terminal to have sent it
-// to the whole process group (as Ctrl-C does) and waits for the recipe, so a
-// SIGINT sent to make alone would otherwise stop nothing. make's handler
-// runs with SIGINT blocked, which /proc shows.
+// that process is GNU make and has begun handling a SIGINT. make passes
+// SIGTERM on to its recipe, but not SIGINT: it expects the terminal to have
+// sent it to the whole process group (as Ctrl-C does) and waits for the
+// recipe, so a SIGINT sent to make alone would otherwise stop nothing. make's
+// handler first resets SIGINT to its default action, so /proc shows make no
+// longer catching it (a change nothing else in make makes; blocking signals
+// around its own bookkeeping, as it also does, leaves the handler alone).
 func watchParent(ctx context.Context, stop func(why string)) {
 	ppid := os.Getppid()
 	comm, _ := os.ReadFile("/proc/" + strconv.Itoa(ppid) + "/comm")
 	watchINT := false
 	if name := strings.TrimSpace(string(comm)); name == "make" || name == "gmake" {
-		caught, cerr := sigmask(ppid, "SigCgt")
-		blocked, berr := sigmask(ppid, "SigBlk")
-		watchINT = cerr == nil && berr == nil && caught&sigbit(syscall.SIGINT) != 0 && blocked&sigbit(syscall.SIGINT) == 0
+		caught, err := sigmask(ppid, "SigCgt")
+		watchINT = err == nil && caught&sigbit(syscall.SIGINT) != 0
 	}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -43,7 +44,7 @@ func watchParent(ctx context.Context, stop func(why string)) {
 			return
 		}
 		if watchINT {
-			if blocked, err := sigmask(ppid, "SigBlk"); err == nil && blocked&sigbit(syscall.SIGINT) != 0 {
+			if caught, err := sigmask(ppid, "SigCgt"); err == nil && caught&sigbit(syscall.SIGINT) == 0 {
 				stop("make got SIGINT")
 				return
 			}
