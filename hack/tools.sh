@@ -10,8 +10,9 @@
 # when the one in the cache is missing or was built from another version or
 # with other flags or build tags (the version read back with `go version -m`,
 # flags and tags from a stamp file), so a warm cache costs well under a
-# second; a cold one takes minutes, mostly compiling promtool. While a tool
-# builds, a line every 30 s says so.
+# second; a cold one takes minutes (helm 5.5 and promtool 5.7 in a first
+# `make test` on 2 busy cores; promtool with all its service-discovery plugins
+# needs about twice the CPU). While a tool builds, a line every 30 s says so.
 #
 # CREDITGATE_CACHE  cache root (default ~/.cache/creditgate); tools go to its bin/
 # Progress goes to stderr; stdout is only the bin directory.
