@@ -5,12 +5,35 @@ SHELL := /bin/bash
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: generate dev test test-go test-chart vet fmt-check lint actionlint build image image-push fuzz bench e2e e2e-kind chart-check cluster-up cluster-down
+.PHONY: generate dev dev-reset test test-go test-chart vet fmt-check lint actionlint build image image-push fuzz bench e2e e2e-kind chart-check cluster-up cluster-down
 
+# make dev's state (cluster, logs, signing secret, binaries); it ignores itself
+# in git. DEV_PG_PORT, HTTP_ADDR, METRICS_ADDR and API_ADDR choose its ports.
+DEV_DIR ?= .dev
+export DEV_DIR
+
+
+# Build first, then exec the built binary, so that make's signals reach dev
+# itself (make passes SIGTERM to its recipe; `go run` would sit in between).
 dev:
-	$(GO) run ./hack/dev
+	@mkdir -p $(DEV_DIR) && echo '*' >$(DEV_DIR)/.gitignore
+	$(GO) build -o $(DEV_DIR)/bin/ ./hack/dev ./cmd/webhook
+	exec $(DEV_DIR)/bin/dev
 
-test: fmt-check vet test-go test-chart
+# Stop a running `make dev` and delete its state, database included.
+dev-reset:
+	$(GO) run ./hack/dev reset
+
+# Each step in turn, then one line: all green and how long, or which failed.
+TEST_STEPS := fmt-check vet test-go test-chart
+test:
+	@start=$$SECONDS; took() { d=$$((SECONDS - start)); printf '%dm%02ds' $$((d / 60)) $$((d % 60)); }; \
+	for step in $(TEST_STEPS); do \
+	  if ! $(MAKE) --no-print-directory $$step; then \
+	    echo "make test: FAILED in make $$step after $$(took)"; exit 1; \
+	  fi; \
+	done; \
+	echo "make test: all green in $$(took) ($(TEST_STEPS))"
 
 test-go:
 	$(GO) test -race -count=1 ./...
@@ -18,7 +41,7 @@ test-go:
 
 # Chart lint/render/schema/alert tests (e2e/chart, its own Go module).
 test-chart:
-	export PATH="$$(bash hack/tools.sh):$$PATH"; cd e2e && $(GO) test -count=1 ./chart/...
+	bin=$$(bash hack/tools.sh) && export PATH="$$bin:$$PATH" && cd e2e && $(GO) test -count=1 ./chart/...
 
 vet:
 	$(GO) vet ./...

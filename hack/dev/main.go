@@ -1,67 +1,213 @@
 // Command dev runs creditgate for real on this machine: a local PostgreSQL it
-// starts itself (data kept under the user cache dir), the migrations, and the
-// webhook binary with a generated development signing secret. Ctrl-C stops
-// everything. Run it with `make dev`.
+// starts itself, the migrations, and the webhook binary with a generated
+// development signing secret. `make dev` builds it and the webhook into
+// .dev/bin and execs it; `make dev-reset` runs `dev reset`.
+//
+// Everything it starts stops with it: on SIGINT, SIGTERM or SIGHUP it stops
+// the webhook, then PostgreSQL, and exits; the kernel stops both should dev
+// itself be killed (SIGKILL), and dev stops when make is signalled or dies.
+// What a killed run could still leave (a server whose shutdown did not
+// finish) is found and stopped by the next run, which owns the state
+// directory through a lock. It refuses ports that something else listens on
+// rather than use (and migrate) a server it did not start.
 package main
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
+	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/creditgate/creditgate/pkg/pglocal"
 	"github.com/creditgate/creditgate/pkg/postgres"
 )
 
+const usage = `usage: dev          run PostgreSQL, the migrations and the webhook until SIGINT or SIGTERM
+       dev reset    stop a running dev and delete its state (the database too)
+
+Environment:
+  DEV_DIR       state directory: cluster, logs, signing secret, binaries (default .dev)
+  DEV_PG_PORT   PostgreSQL port on 127.0.0.1 (default 54329)
+  HTTP_ADDR     webhook listener (default 127.0.0.1:8080)
+  METRICS_ADDR  Prometheus listener (default 127.0.0.1:9090)
+  API_ADDR      credits API listener (default 127.0.0.1:8081)
+`
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	stopWithParent()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	if err := run(ctx); err != nil {
+	var err error
+	switch args := os.Args[1:]; {
+	case len(args) == 0:
+		err = run(ctx, stop, os.Getenv, os.Stdout)
+	case len(args) == 1 && args[0] == "reset":
+		err = reset(ctx, os.Getenv, os.Stdout)
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "dev:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context) error {
-	cache, err := os.UserCacheDir()
-	if err != nil || os.Geteuid() == 0 {
-		// As root PostgreSQL runs as the postgres user, who cannot enter /root.
-		cache = "/var/tmp"
-	}
-	dir := filepath.Join(cache, "creditgate-dev")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	pgDir := filepath.Join(dir, "pg")
-	if err := os.MkdirAll(pgDir, 0o700); err != nil {
-		return err
-	}
-	fmt.Println("starting PostgreSQL in", pgDir)
-	port, err := strconv.Atoi(envOr("DEV_PG_PORT", "54329"))
+// config is where dev keeps its state and which ports it takes.
+type config struct {
+	dir         string // DEV_DIR, absolute
+	pgDir       string // the cluster (pglocal's Dir)
+	pgPort      int
+	httpAddr    string
+	metricsAddr string
+	apiAddr     string
+}
+
+// webhook is the webhook binary, which make dev builds.
+func (c config) webhook() string { return filepath.Join(c.dir, "bin", "webhook") }
+
+// load reads the configuration; relative paths are taken from the working
+// directory, which make sets to the checkout.
+func load(getenv func(string) string) (config, error) {
+	c := config{httpAddr: envOr(getenv, "HTTP_ADDR", "127.0.0.1:8080"), metricsAddr: envOr(getenv, "METRICS_ADDR", "127.0.0.1:9090"),
+		apiAddr: envOr(getenv, "API_ADDR", "127.0.0.1:8081")}
+	dir, err := filepath.Abs(envOr(getenv, "DEV_DIR", ".dev"))
 	if err != nil {
-		return fmt.Errorf("DEV_PG_PORT: %w", err)
+		return c, fmt.Errorf("DEV_DIR: %w", err)
 	}
-	pg, err := pglocal.Start(ctx, pglocal.Options{Dir: pgDir, Port: port, Fsync: true, LogFile: filepath.Join(dir, "postgres.log")})
+	c.dir = dir
+	if c.pgDir, err = clusterDir(dir); err != nil {
+		return c, err
+	}
+	port := envOr(getenv, "DEV_PG_PORT", "54329")
+	if c.pgPort, err = strconv.Atoi(port); err != nil || c.pgPort < 1 || c.pgPort > 65535 {
+		return c, fmt.Errorf("DEV_PG_PORT=%q: want a port number", port)
+	}
+	for _, v := range []struct{ name, addr string }{{"HTTP_ADDR", c.httpAddr}, {"METRICS_ADDR", c.metricsAddr}, {"API_ADDR", c.apiAddr}} {
+		if _, _, err := net.SplitHostPort(v.addr); err != nil {
+			return c, fmt.Errorf("%s=%q: want host:port: %w", v.name, v.addr, err)
+		}
+	}
+	return c, nil
+}
+
+// clusterDir is dir/pg, except as root when the postgres user, which runs the
+// server, cannot reach dir (a checkout under /root): then a directory of
+// /var/tmp named after dir, so that each checkout still has its own.
+func clusterDir(dir string) (string, error) {
+	in := filepath.Join(dir, "pg")
+	if os.Geteuid() != 0 {
+		return in, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return in, nil // pglocal.Start says what is missing.
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if reachable(dir, uid, gid) {
+		return in, nil
+	}
+	sum := sha256.Sum256([]byte(dir))
+	return filepath.Join("/var/tmp", "creditgate-dev-"+hex.EncodeToString(sum[:6])), nil
+}
+
+// reachable reports whether uid (primary group gid) may search every existing
+// ancestor of dir, from the mode bits.
+func reachable(dir string, uid, gid int) bool {
+	for d := dir; ; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil {
+			st, ok := fi.Sys().(*syscall.Stat_t)
+			if !ok {
+				return false
+			}
+			m := fi.Mode().Perm()
+			switch {
+			case int(st.Uid) == uid:
+				if m&0o100 == 0 {
+					return false
+				}
+			case int(st.Gid) == gid:
+				if m&0o010 == 0 {
+					return false
+				}
+			case m&0o001 == 0:
+				return false
+			}
+		}
+		if d == filepath.Dir(d) {
+			return true
+		}
+	}
+}
+
+func run(ctx context.Context, restoreSignals func(), getenv func(string) string, stdout io.Writer) (err error) {
+	c, err := load(getenv)
 	if err != nil {
 		return err
 	}
-	defer pg.Stop()
+	if err := makeDir(c.dir); err != nil {
+		return err
+	}
+	unlock, err := lock(c.dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go watchParent(ctx, func(why string) { cancel(errors.New(why)) })
+
+	// Holding the lock, whatever still runs from this directory is left over
+	// from a dev that was killed: stop it before looking at the ports.
+	if err := stopLeftovers(ctx, c, stdout); err != nil {
+		return err
+	}
+	if err := checkPorts(c); err != nil {
+		return err
+	}
+	bin := c.webhook()
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("no webhook binary (%w): run `make dev`, which builds it", err)
+	}
+
+	fmt.Fprintln(stdout, "starting PostgreSQL in", c.pgDir)
+	if err := os.MkdirAll(c.pgDir, 0o700); err != nil {
+		return err
+	}
+	pg, err := pglocal.Start(ctx, pglocal.Options{Dir: c.pgDir, Port: c.pgPort, Fsync: true,
+		LogFile: filepath.Join(c.dir, "postgres.log"), StopWithParent: true})
+	if err != nil {
+		if errors.Is(err, pglocal.ErrPortInUse) {
+			return portError("DEV_PG_PORT", strconv.Itoa(c.pgPort))
+		}
+		return fmt.Errorf("start PostgreSQL (log: %s): %w", filepath.Join(c.dir, "postgres.log"), err)
+	}
+	defer func() {
+		_ = pg.Stop()
+		fmt.Fprintln(stdout, "dev: PostgreSQL stopped")
+	}()
 	if err := pg.CreateDatabase(ctx, "creditgate", ""); err != nil && !strings.Contains(err.Error(), "already exists") {
 		return err
 	}
 	dbURL := pg.URL("creditgate")
-
 	db, err := postgres.Open(dbURL, postgres.Options{MaxConns: 2})
 	if err != nil {
 		return err
@@ -71,21 +217,14 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("migrations applied now: %d\n", len(applied))
+	fmt.Fprintf(stdout, "migrations applied now: %d\n", len(applied))
 
-	secret, err := devSecret(filepath.Join(dir, "signing-secret"))
+	secretFile := filepath.Join(c.dir, "signing-secret")
+	secret, err := devSecret(secretFile)
 	if err != nil {
 		return err
 	}
-	bin := filepath.Join(dir, "webhook")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/webhook")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build webhook: %w", err)
-	}
-
-	httpAddr := envOr("HTTP_ADDR", "127.0.0.1:8080")
-	fmt.Printf(`
+	fmt.Fprintf(stdout, `
 creditgate is starting on http://%[1]s (metrics on %[4]s/metrics)
 
   DATABASE_URL=%[2]s
@@ -99,36 +238,279 @@ Then look at the ledger:
 
   psql '%[2]s' -c 'SELECT clerk_id, email, available_credits FROM users'
 
-Ctrl-C stops the service and PostgreSQL (data stays in %[6]s).
+Ctrl-C stops the service and PostgreSQL (data stays in %[6]s; make dev-reset deletes it).
 
-`, httpAddr, dbURL, secret, envOr("METRICS_ADDR", "127.0.0.1:9090"), filepath.Join(dir, "signing-secret"), pgDir)
+`, c.httpAddr, dbURL, secret, c.metricsAddr, secretFile, c.pgDir)
 
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(),
 		"DATABASE_URL="+dbURL,
 		"CLERK_WEBHOOK_SIGNING_SECRET="+secret,
-		"HTTP_ADDR="+httpAddr,
-		"METRICS_ADDR="+envOr("METRICS_ADDR", "127.0.0.1:9090"),
-		"LOG_FORMAT="+envOr("LOG_FORMAT", "text"),
+		"HTTP_ADDR="+c.httpAddr,
+		"METRICS_ADDR="+c.metricsAddr,
+		"API_ADDR="+c.apiAddr,
+		"LOG_FORMAT="+envOr(getenv, "LOG_FORMAT", "text"),
 	)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return err
+	// Its own process group: a Ctrl-C reaches dev, which stops the webhook
+	// before PostgreSQL, rather than both at once.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	setParentDeathSignal(cmd.SysProcAttr, syscall.SIGTERM)
+	exited, err := start(cmd)
+	if err != nil {
+		return fmt.Errorf("start webhook: %w", err)
 	}
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	select {
-	case err := <-waitErr:
-		return fmt.Errorf("webhook exited: %w", err)
-	case <-ctx.Done():
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		if err := <-waitErr; err != nil {
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) {
-				return err
+	running := true
+	defer func() {
+		if running {
+			if stopErr := stopChild(cmd, exited); stopErr != nil && err == nil {
+				err = fmt.Errorf("stop webhook: %w", stopErr)
 			}
 		}
+		fmt.Fprintln(stdout, "dev: webhook stopped")
+	}()
+
+	ready := readiness(ctx, "http://"+c.httpAddr+"/readyz")
+	for {
+		select {
+		case <-ready:
+			fmt.Fprintf(stdout, "dev: ready: POST http://%s/api/webhooks/clerk (pid %d)\n", c.httpAddr, os.Getpid())
+			ready = nil
+		case err := <-exited:
+			running = false
+			if err == nil {
+				err = errors.New("exit status 0")
+			}
+			return fmt.Errorf("webhook exited: %w", err)
+		case <-ctx.Done():
+			// A second signal now kills dev at once; the kernel then
+			// stops the webhook and PostgreSQL (their parent-death signal).
+			restoreSignals()
+			why := "signal"
+			if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
+				why = cause.Error()
+			}
+			fmt.Fprintf(stdout, "dev: stopping (%s)\n", why)
+			return nil
+		}
+	}
+}
+
+// start starts cmd and returns a channel that receives its Wait result. The
+// goroutine that starts the child keeps its OS thread until the child exits:
+// the kernel sends a parent-death signal when the starting thread exits, not
+// the process (prctl(2)).
+func start(cmd *exec.Cmd) (<-chan error, error) {
+	started := make(chan error, 1)
+	exited := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		exited <- cmd.Wait()
+	}()
+	return exited, <-started
+}
+
+// stopChild asks cmd to stop (SIGTERM) and waits; after 30 s (the webhook
+// drains for SHUTDOWN_TIMEOUT, 20 s by default) it kills its process group.
+func stopChild(cmd *exec.Cmd, exited <-chan error) error {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && !ee.Exited() {
+			return nil // ended by our signal
+		}
+		return err
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+		return errors.New("webhook did not stop within 30s: killed")
+	}
+}
+
+// readiness returns a channel closed once url answers 200.
+func readiness(ctx context.Context, url string) <-chan struct{} {
+	ready := make(chan struct{})
+	go func() {
+		client := &http.Client{Timeout: time.Second}
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					close(ready)
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return ready
+}
+
+// checkPorts refuses ports something else listens on: dev starts its own
+// PostgreSQL and would otherwise talk to (and migrate) whichever answers.
+func checkPorts(c config) error {
+	for _, p := range []struct{ name, value, addr string }{
+		{"DEV_PG_PORT", strconv.Itoa(c.pgPort), net.JoinHostPort("127.0.0.1", strconv.Itoa(c.pgPort))},
+		{"HTTP_ADDR", c.httpAddr, c.httpAddr},
+		{"METRICS_ADDR", c.metricsAddr, c.metricsAddr},
+		{"API_ADDR", c.apiAddr, c.apiAddr},
+	} {
+		l, err := net.Listen("tcp", p.addr)
+		if err != nil {
+			return portError(p.name, p.value)
+		}
+		l.Close()
+	}
+	return nil
+}
+
+// portError names the variable that moves the port, with an example, and
+// what listens on it when /proc tells.
+func portError(name, value string) error {
+	example := map[string]string{"DEV_PG_PORT": "54339", "HTTP_ADDR": "127.0.0.1:8088", "METRICS_ADDR": "127.0.0.1:9098",
+		"API_ADDR": "127.0.0.1:8089"}[name]
+	holder := "another PostgreSQL, or another make dev?"
+	port := value
+	if _, p, err := net.SplitHostPort(value); err == nil {
+		port = p
+	}
+	if n, err := strconv.Atoi(port); err == nil {
+		if l := listener(n); l != "" {
+			if len(l) > 200 {
+				l = l[:200] + "…"
+			}
+			holder = l
+		}
+	}
+	return fmt.Errorf("%s=%s is in use by a program make dev did not start (%s): stop it, or choose a free port, e.g. `%s=%s make dev`",
+		name, value, holder, name, example)
+}
+
+// stopLeftovers stops a PostgreSQL on this checkout's cluster and webhooks
+// run from its binary that a killed dev left running.
+func stopLeftovers(ctx context.Context, c config, stdout io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	pid, err := pglocal.StopLeftover(ctx, c.pgDir)
+	if err != nil {
+		return fmt.Errorf("stop the PostgreSQL an earlier make dev left running: %w", err)
+	}
+	if pid != 0 {
+		fmt.Fprintf(stdout, "dev: stopped PostgreSQL (pid %d) left running by an earlier make dev\n", pid)
+	}
+	if pids := stopStrays(ctx, c.webhook()); len(pids) > 0 {
+		fmt.Fprintf(stdout, "dev: stopped webhook %v left running by an earlier make dev\n", pids)
+	}
+	return nil
+}
+
+// reset stops a running dev (and whatever a killed one left) and deletes the
+// state directory and the cluster.
+func reset(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	c, err := load(getenv)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(c.dir); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintln(stdout, "dev reset: nothing in", c.dir)
 		return nil
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, "lock")); err != nil {
+		return fmt.Errorf("%s holds no make dev lock file: not deleting it", c.dir)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	unlock, err := lockWait(ctx, c.dir, stdout)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := stopLeftovers(ctx, c, stdout); err != nil {
+		return err
+	}
+	for _, d := range []string{c.pgDir, c.dir} {
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "dev reset: removed", d)
+	}
+	return nil
+}
+
+// makeDir creates dir with a .gitignore that ignores all of it.
+func makeDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ignore := filepath.Join(dir, ".gitignore")
+	if _, err := os.Stat(ignore); err == nil {
+		return nil
+	}
+	return os.WriteFile(ignore, []byte("*\n"), 0o644)
+}
+
+// lock takes dir's lock for this process's life (the kernel drops it when
+// the process dies, however), or names the dev that holds it.
+func lock(dir string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := io.ReadAll(f)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, &busyError{dir: dir, pid: strings.TrimSpace(string(b))}
+		}
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() { f.Close() }, nil
+}
+
+// busyError is another dev holding the lock.
+type busyError struct{ dir, pid string }
+
+func (e *busyError) Error() string {
+	return fmt.Sprintf("make dev is already running for %s (pid %s): stop it first (or `make dev-reset`)", e.dir, e.pid)
+}
+
+// lockWait takes dir's lock, stopping (SIGTERM) the dev that holds it first.
+func lockWait(ctx context.Context, dir string, stdout io.Writer) (func(), error) {
+	signalled := false
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		unlock, err := lock(dir)
+		var busy *busyError
+		if !errors.As(err, &busy) {
+			return unlock, err
+		}
+		if pid, perr := strconv.Atoi(busy.pid); perr == nil && !signalled {
+			fmt.Fprintf(stdout, "dev reset: stopping make dev (pid %d)\n", pid)
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+			signalled = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (still held after %v)", err, ctx.Err())
+		case <-tick.C:
+		}
 	}
 }
 
@@ -145,8 +527,8 @@ func devSecret(path string) (string, error) {
 	return s, os.WriteFile(path, []byte(s+"\n"), 0o600)
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
+func envOr(getenv func(string) string, k, def string) string {
+	if v := getenv(k); v != "" {
 		return v
 	}
 	return def

@@ -13,12 +13,16 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
+
+// ErrPortInUse means something already listens on the port asked for.
+var ErrPortInUse = errors.New("something else already listens on it")
 
 // ErrNoBinaries means no PostgreSQL server binaries were found.
 var ErrNoBinaries = errors.New("no PostgreSQL server binaries found (initdb, postgres): " +
@@ -42,6 +46,10 @@ type Options struct {
 	// TrustCIDRs lets clients from these networks in without a password
 	// (test clusters only).
 	TrustCIDRs []string
+	// StopWithParent has the kernel ask the server for a fast shutdown
+	// (SIGINT) when the process that started it dies, even by SIGKILL
+	// (Linux only; elsewhere it is ignored).
+	StopWithParent bool
 }
 
 // Server is a running local cluster.
@@ -126,6 +134,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		cmd := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres",
 			"--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+		// Interrupted, initdb removes the directory it was filling (a
+		// killed one would leave a cluster that never starts).
+		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+		cmd.WaitDelay = 10 * time.Second
 		if out, err := cmd.CombinedOutput(); err != nil {
 			s.cleanup()
 			return nil, fmt.Errorf("initdb: %w\n%s", err, out)
@@ -177,8 +189,18 @@ func (s *Server) Restart(ctx context.Context) error {
 	for _, k := range keys {
 		args = append(args, "-c", k+"="+s.opts.Settings[k])
 	}
+	// A server already on the port would answer pg_isready for ours, which
+	// then fails to bind and exits: refuse the port instead of using it.
+	l, err := net.Listen("tcp", s.addr())
+	if err != nil {
+		return fmt.Errorf("port %d: %w", s.Port, ErrPortInUse)
+	}
+	l.Close()
 	cmd := exec.Command(filepath.Join(s.bin, "postgres"), args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Setpgid: true}
+	if s.opts.StopWithParent {
+		stopWithParent(cmd.SysProcAttr)
+	}
 	if s.opts.LogFile != "" {
 		f, err := os.OpenFile(s.opts.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
@@ -187,34 +209,89 @@ func (s *Server) Restart(ctx context.Context) error {
 		defer f.Close()
 		cmd.Stdout, cmd.Stderr = f, f
 	}
-	if err := cmd.Start(); err != nil {
+	exited := make(chan struct{})
+	started := make(chan error, 1)
+	go func() {
+		if s.opts.StopWithParent {
+			// The parent-death signal follows the thread that started the
+			// child, not the process (prctl(2)): keep this goroutine on its
+			// own thread until the server is gone, so that no thread exit
+			// in between stops it.
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+		}
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	if err := <-started; err != nil {
 		return fmt.Errorf("start postgres: %w", err)
 	}
 	s.cmd = cmd
-	s.exited = make(chan struct{})
-	go func() { _ = cmd.Wait(); close(s.exited) }()
+	s.exited = exited
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", s.addr(), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			// Accepting TCP is not accepting queries; pg_isready tells.
-			if exec.Command(filepath.Join(s.bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(s.Port)).Run() == nil {
-				return nil
+		// Ready only when our own postmaster says so in its pid file: an
+		// answer on the port alone could come from another server.
+		if s.ready(cmd.Process.Pid) {
+			c, err := net.DialTimeout("tcp", s.addr(), 200*time.Millisecond)
+			if err == nil {
+				c.Close()
+				// Accepting TCP is not accepting queries; pg_isready tells.
+				if exec.Command(filepath.Join(s.bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(s.Port)).Run() == nil {
+					return nil
+				}
 			}
 		}
 		select {
 		case <-s.exited:
 			return errors.New("postgres exited during start-up (see its log)")
 		case <-ctx.Done():
+			_ = s.Stop()
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
+			_ = s.Stop()
 			return errors.New("postgres did not accept connections within 30s")
 		}
 	}
+}
+
+// ready reports whether the postmaster pid file of the cluster names pid and
+// says it accepts connections (PostgreSQL 10 and later say so; the file is
+// written before the server binds its port).
+func (s *Server) ready(pid int) bool {
+	f, err := readPIDFile(filepath.Join(s.Dir, "data"))
+	return err == nil && f.pid == pid && f.status == "ready"
+}
+
+// pidFile is what postmaster.pid holds (PostgreSQL's miscadmin.h,
+// LOCK_FILE_LINE_*).
+type pidFile struct {
+	pid    int
+	status string // "starting", "ready", "stopping", …
+}
+
+func readPIDFile(data string) (pidFile, error) {
+	b, err := os.ReadFile(filepath.Join(data, "postmaster.pid"))
+	if err != nil {
+		return pidFile{}, err
+	}
+	lines := strings.Split(string(b), "\n")
+	var f pidFile
+	if f.pid, err = strconv.Atoi(strings.TrimSpace(lines[0])); err != nil {
+		return pidFile{}, fmt.Errorf("postmaster.pid: %w", err)
+	}
+	if len(lines) > 7 {
+		f.status = strings.TrimSpace(lines[7])
+	}
+	return f, nil
 }
 
 // allow appends trust lines for TrustCIDRs to pg_hba.conf, once.

@@ -1,0 +1,83 @@
+package pglocal
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+func stopWithParent(attr *syscall.SysProcAttr) { attr.Pdeathsig = syscall.SIGINT }
+
+// StopLeftover stops a server left running on the cluster in dir (a Start
+// Dir) by a process that died without stopping it, and returns its pid (0
+// when there was none). It signals only a postmaster whose command line is
+// that cluster's: a postmaster.pid naming any other live process is stale (the
+// pid was reused) and is removed, so that PostgreSQL does not refuse to start.
+// It asks for a fast shutdown, and kills the server's process group when that
+// takes longer than ctx allows.
+func StopLeftover(ctx context.Context, dir string) (int, error) {
+	data := filepath.Join(dir, "data")
+	f, err := readPIDFile(data)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if !alive(f.pid) {
+		return 0, nil // PostgreSQL replaces a pid file whose process is gone.
+	}
+	if !isPostmaster(f.pid, data) {
+		return 0, os.Remove(filepath.Join(data, "postmaster.pid"))
+	}
+	// Our own server: Start runs it in its own process group.
+	if err := syscall.Kill(f.pid, syscall.SIGINT); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return f.pid, fmt.Errorf("stop postgres (pid %d): %w", f.pid, err)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for alive(f.pid) {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			_ = syscall.Kill(-f.pid, syscall.SIGKILL)
+			return f.pid, fmt.Errorf("postgres (pid %d) did not stop: killed its process group: %w", f.pid, ctx.Err())
+		}
+	}
+	return f.pid, nil
+}
+
+// alive reports whether pid is a process that has not exited (a zombie has).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) state …: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// isPostmaster reports whether pid runs postgres -D data.
+func isPostmaster(pid int, data string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	args := bytes.Split(bytes.TrimRight(b, "\x00"), []byte{0})
+	if len(args) < 3 || filepath.Base(string(args[0])) != "postgres" {
+		return false
+	}
+	for i := 1; i+1 < len(args); i++ {
+		if string(args[i]) == "-D" && string(args[i+1]) == data {
+			return true
+		}
+	}
+	return false
+}
