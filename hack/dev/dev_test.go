@@ -28,6 +28,7 @@ type devRun struct {
 	dir, pgDir            string
 	pgPort                int
 	httpAddr, metricsAddr string
+	apiAddr               string
 }
 
 func newRun(t *testing.T) devRun {
@@ -35,6 +36,7 @@ func newRun(t *testing.T) devRun {
 	r := devRun{dir: filepath.Join(t.TempDir(), "dev"), pgPort: freePort(t)}
 	r.httpAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
 	r.metricsAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	r.apiAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
 	var err error
 	if r.pgDir, err = clusterDir(r.dir); err != nil {
 		t.Fatal(err)
@@ -58,6 +60,8 @@ func (r devRun) getenv(k string) string {
 		return r.httpAddr
 	case "METRICS_ADDR":
 		return r.metricsAddr
+	case "API_ADDR":
+		return r.apiAddr
 	}
 	return ""
 }
@@ -74,7 +78,7 @@ func (r devRun) env() []string {
 		}
 		env = append(env, kv)
 	}
-	for _, k := range []string{"DEV_DIR", "DEV_PG_PORT", "HTTP_ADDR", "METRICS_ADDR"} {
+	for _, k := range []string{"DEV_DIR", "DEV_PG_PORT", "HTTP_ADDR", "METRICS_ADDR", "API_ADDR"} {
 		env = append(env, k+"="+r.getenv(k))
 	}
 	return env
@@ -365,7 +369,7 @@ func TestMakeDev(t *testing.T) {
 		stray := exec.Command(filepath.Join(r.dir, "bin", "webhook"))
 		stray.Env = append(r.env(), "DATABASE_URL="+left.URL("creditgate"),
 			"CLERK_WEBHOOK_SIGNING_SECRET="+strings.TrimSpace(string(secret)),
-			"HTTP_ADDR="+r.httpAddr, "METRICS_ADDR="+r.metricsAddr)
+			"HTTP_ADDR="+r.httpAddr, "METRICS_ADDR="+r.metricsAddr, "API_ADDR="+r.apiAddr)
 		stray.Stdout, stray.Stderr = &strayOut, &strayOut
 		if err := stray.Start(); err != nil {
 			t.Fatal(err)
@@ -454,6 +458,7 @@ func TestRunRefusesPortsInUse(t *testing.T) {
 		{name: "PostgreSQL port on every address", listen: func(r devRun) string { return "0.0.0.0:" + strconv.Itoa(r.pgPort) }, want: "DEV_PG_PORT"},
 		{name: "webhook port", listen: func(r devRun) string { return r.httpAddr }, want: "HTTP_ADDR"},
 		{name: "metrics port", listen: func(r devRun) string { return r.metricsAddr }, want: "METRICS_ADDR"},
+		{name: "credits API port", listen: func(r devRun) string { return r.apiAddr }, want: "API_ADDR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
