@@ -199,6 +199,11 @@ func (s *Server) GetBalance(w http.ResponseWriter, r *http.Request, user UserPat
 	if !validUser(w, user) {
 		return
 	}
+	s.balance(w, r, user)
+}
+
+// balance answers a user's balance (provisioning the user when unknown).
+func (s *Server) balance(w http.ResponseWriter, r *http.Request, user string) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 	defer cancel()
 	var b ledger.Balance
@@ -419,22 +424,9 @@ func (s *Server) CreateRefund(w http.ResponseWriter, r *http.Request, entry Entr
 // GetMyBalance implements GET /v1/me/balance: the signed-in user's own
 // balance, by their Clerk session token.
 func (s *Server) GetMyBalance(w http.ResponseWriter, r *http.Request) {
-	user, ok := s.me(w, r)
-	if !ok {
-		return
+	if user, ok := s.me(w, r); ok {
+		s.balance(w, r, user)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
-	defer cancel()
-	var b ledger.Balance
-	err := s.forUser(ctx, user, func() (err error) {
-		b, err = s.credits.Balance(ctx, user)
-		return err
-	})
-	if err != nil {
-		s.writeError(w, r, err, string(UserNotFound))
-		return
-	}
-	writeJSON(w, http.StatusOK, toBalance(b))
 }
 
 // ListMyEntries implements GET /v1/me/entries.

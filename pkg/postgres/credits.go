@@ -396,13 +396,19 @@ func (s *Store) Hold(ctx context.Context, id int64) (ledger.Hold, error) {
 
 // holdOwner finds the account a hold belongs to (its lock comes first).
 func (s *Store) holdOwner(ctx context.Context, id int64) (string, error) {
+	return s.owner(ctx, "credit_holds", "hold", id)
+}
+
+// owner reads the clerk_id of a row of table (credit_holds or
+// credit_transactions) by id.
+func (s *Store) owner(ctx context.Context, table, what string, id int64) (string, error) {
 	var clerkID string
-	err := s.db.QueryRowContext(ctx, "SELECT clerk_id FROM credit_holds WHERE id = ?", id).Scan(&clerkID)
+	err := s.db.QueryRowContext(ctx, "SELECT clerk_id FROM "+table+" WHERE id = ?", id).Scan(&clerkID)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("hold %d: %w", id, ledger.ErrNotFound)
+		return "", fmt.Errorf("%s %d: %w", what, id, ledger.ErrNotFound)
 	}
 	if err != nil {
-		return "", fmt.Errorf("read hold %d: %w", id, mapError(err))
+		return "", fmt.Errorf("read %s %d: %w", what, id, mapError(err))
 	}
 	return clerkID, nil
 }
@@ -543,15 +549,7 @@ func (s *Store) ExtendHold(ctx context.Context, holdID int64, ttl time.Duration,
 
 // entryOwner finds the account an entry belongs to.
 func (s *Store) entryOwner(ctx context.Context, id int64) (string, error) {
-	var clerkID string
-	err := s.db.QueryRowContext(ctx, "SELECT clerk_id FROM credit_transactions WHERE id = ?", id).Scan(&clerkID)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("entry %d: %w", id, ledger.ErrNotFound)
-	}
-	if err != nil {
-		return "", fmt.Errorf("read entry %d: %w", id, mapError(err))
-	}
-	return clerkID, nil
+	return s.owner(ctx, "credit_transactions", "entry", id)
 }
 
 // Refund gives back amount (0: all that is left) of a debit or capture, as
