@@ -1,3 +1,5 @@
+DROP TRIGGER credit_transactions_legacy_lots ON credit_transactions;
+DROP FUNCTION credit_transactions_legacy_lots();
 DROP TABLE api_requests;
 DROP TABLE credit_holds;
 DROP TABLE credit_lots;

@@ -61,6 +61,28 @@ SELECT u.id, (SELECT max(t.id) FROM credit_transactions t WHERE t.user_id = u.id
        u.available_credits, u.available_credits
 FROM users u WHERE u.available_credits > 0;
 
+-- During a rolling upgrade the previous release's pods keep running on this
+-- schema: they write signup credits and forfeits without kind and know
+-- nothing of lots. This keeps their entries in step with the lots (a credit
+-- gets its lot; a forfeit, which takes everything, empties them), so the
+-- money rules hold while old and new pods serve side by side.
+CREATE FUNCTION credit_transactions_legacy_lots() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.type = 'credit' THEN
+        INSERT INTO credit_lots (user_id, entry_id, amount, remaining) VALUES (NEW.user_id, NEW.id, NEW.amount, NEW.amount);
+    ELSE
+        UPDATE credit_lots SET remaining = 0 WHERE user_id = NEW.user_id AND remaining > 0;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER credit_transactions_legacy_lots
+    AFTER INSERT ON credit_transactions
+    FOR EACH ROW WHEN (NEW.kind IS NULL)
+    EXECUTE FUNCTION credit_transactions_legacy_lots();
+
 -- Holds: credits reserved for a job. A hold takes its credits from lots when
 -- it is made (allocations: [[lot_id, amount], …]), so that it can always be
 -- captured up to its amount until it expires, even if those lots expire

@@ -390,3 +390,41 @@ func TestExpiryBookedOnce(t *testing.T) {
 	}
 	pgtest.CheckInvariants(t, db)
 }
+
+// TestPreviousReleaseWritesKeepLotsInStep: during a rolling upgrade the
+// previous release's pods write signup credits and forfeits the way they
+// always did (no kind, no lots); the schema keeps lots in step, so the money
+// rules hold while old and new pods serve side by side.
+func TestPreviousReleaseWritesKeepLotsInStep(t *testing.T) {
+	t.Parallel()
+	_, db := newService(t)
+	ctx := context.Background()
+	// The previous release's signup grant, as it wrote it.
+	for _, q := range []string{
+		"INSERT INTO users (clerk_id, available_credits) VALUES ('user_old', 20)",
+		`INSERT INTO credit_transactions (user_id, clerk_id, amount, type, reason, idempotency_key)
+			SELECT id, clerk_id, 20, 'credit', 'signup_bonus', 'signup:user_old' FROM users WHERE clerk_id = 'user_old'`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pgtest.CheckInvariants(t, db)
+	// The new release spends from it.
+	s := postgres.NewStore(db)
+	r := ledger.Request{ClerkID: "user_old", Key: "k", Fingerprint: []byte("k")}
+	if a, err := s.Debit(ctx, r, ledger.Spend{Amount: 5, Reason: "generation"}, render); err != nil || a.Status != 201 {
+		t.Fatalf("debit: %+v, %v", a, err)
+	}
+	// The previous release's forfeit on user.deleted, as it wrote it.
+	for _, q := range []string{
+		`INSERT INTO credit_transactions (user_id, clerk_id, amount, type, reason, idempotency_key)
+			SELECT id, clerk_id, 15, 'debit', 'account_deleted', 'account_deleted:user_old' FROM users WHERE clerk_id = 'user_old'`,
+		"UPDATE users SET available_credits = 0, used_credits = used_credits + 15, deleted_at = now() WHERE clerk_id = 'user_old'",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pgtest.CheckInvariants(t, db)
+}
