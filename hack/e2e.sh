@@ -36,6 +36,21 @@ tag=e2e-$(git rev-parse --short HEAD 2>/dev/null || echo local)
 export E2E_IMAGE=creditgate:$tag
 (cd hack/tools && go run ./image -tag "$E2E_IMAGE" -out "$RUN_DIR/creditgate-image.tar")
 bash hack/cluster/load-image.sh "$RUN_DIR/creditgate-image.tar"
+# The previous release, for the upgrade-from-previous spec: its chart and its
+# image, from E2E_PREVIOUS_REF (default: the last landed version; a release
+# tag once there are releases). Skipped, with the spec, when the clone lacks it.
+PREVIOUS_REF=${E2E_PREVIOUS_REF:-52116a0}
+if git rev-parse --verify -q "$PREVIOUS_REF^{commit}" >/dev/null 2>&1; then
+  prev=$RUN_DIR/previous
+  rm -rf "$prev" && mkdir -p "$prev"
+  git archive "$PREVIOUS_REF" | tar -x -C "$prev"
+  export E2E_PREVIOUS_IMAGE=creditgate:prev-$(git rev-parse --short "$PREVIOUS_REF")
+  (cd "$prev/hack/tools" && go run ./image -repo "$prev" -version "prev-$PREVIOUS_REF" -tag "$E2E_PREVIOUS_IMAGE" -out "$RUN_DIR/previous-image.tar")
+  bash hack/cluster/load-image.sh "$RUN_DIR/previous-image.tar"
+  export E2E_PREVIOUS_CHART=$prev/charts/creditgate
+else
+  log "E2E_PREVIOUS_REF=$PREVIOUS_REF is not in this clone: the upgrade-from-previous spec is skipped"
+fi
 # The echo tool (built with the cluster's tool images) runs the in-cluster
 # credits API clients of the api specs.
 bash hack/cluster/load-image.sh "$ECHO_TAR"
