@@ -231,12 +231,16 @@ func TestExpiringGrantsSpentFirst(t *testing.T) {
 	s, db := creditsEnv(t)
 	ctx := context.Background()
 	soon, later := time.Now().Add(time.Hour), time.Now().Add(48*time.Hour)
-	for k, g := range map[string]ledger.Grant{
-		"g_later": {Amount: 7, Reason: "promo", ExpiresAt: later},
-		"g_soon":  {Amount: 5, Reason: "promo", ExpiresAt: soon},
+	// The later grant first: spending order is by expiry, not by age.
+	for _, g := range []struct {
+		key string
+		ledger.Grant
+	}{
+		{"g_later", ledger.Grant{Amount: 7, Reason: "promo", ExpiresAt: later}},
+		{"g_soon", ledger.Grant{Amount: 5, Reason: "promo", ExpiresAt: soon}},
 	} {
-		if a, err := s.Grant(ctx, req(k), g, render); err != nil || a.Status != 201 {
-			t.Fatalf("grant %s: %+v, %v", k, a, err)
+		if a, err := s.Grant(ctx, req(g.key), g.Grant, render); err != nil || a.Status != 201 {
+			t.Fatalf("grant %s: %+v, %v", g.key, a, err)
 		}
 	}
 	b := balance(t, s)
