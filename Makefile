@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: generate dev dev-reset test test-go test-chart vet fmt-check lint actionlint build image image-push fuzz bench e2e e2e-kind chart-check cluster-up cluster-down
+.PHONY: generate dev dev-reset test test-go test-chart vet fmt-check lint actionlint build image image-push fuzz bench bench-api e2e e2e-kind chart-check cluster-up cluster-down
 
 # make dev's state (cluster, logs, signing secret, binaries); it ignores itself
 # in git. DEV_PG_PORT, HTTP_ADDR, METRICS_ADDR and API_ADDR choose its ports.
@@ -102,6 +102,11 @@ generate:
 
 bench:
 	bash hack/bench.sh
+
+# The credits API's debits against pgbench running the same statements
+# (docs/benchmarks.md); BENCH_OUT_DIR=dir keeps the report, logs and scripts.
+bench-api:
+	$(GO) run ./hack/bench
 
 # e2e on a from-source single-node Kubernetes (no Docker needed; see docs/e2e.md).
 e2e:

@@ -1,4 +1,4 @@
-// Package bench holds the Go benchmarks behind docs/benchmarks.md: what one
+// The Go benchmarks behind docs/benchmarks.md: what one
 // database round trip costs the service's CPU through its driver stack (bun,
 // database/sql, pgx in simple-protocol mode, as pkg/postgres.Open sets it up),
 // and what decoding a Clerk body costs. They report "cpu-µs/op", the process's
@@ -6,7 +6,8 @@
 // waiting for PostgreSQL.
 //
 //	go test ./hack/bench -run '^$' -bench . -benchtime 3000x
-package bench
+
+package main
 
 import (
 	"context"
@@ -77,8 +78,8 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// measure runs op b.N times and reports its CPU per operation.
-func measure(b *testing.B, op func(ctx context.Context) error) {
+// measureCPU runs op b.N times and reports its CPU per operation.
+func measureCPU(b *testing.B, op func(ctx context.Context) error) {
 	b.Helper()
 	ctx := context.Background()
 	if err := op(ctx); err != nil { // warm the pool
@@ -107,7 +108,7 @@ func BenchmarkRoundTrips(b *testing.B) {
 		return q.QueryRowContext(ctx, "SELECT 1").Scan(&one)
 	}
 	b.Run("4_tx_begin_2_statements_commit", func(b *testing.B) {
-		measure(b, func(ctx context.Context) error {
+		measureCPU(b, func(ctx context.Context) error {
 			return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 				if err := stmt(ctx, tx); err != nil {
 					return err
@@ -117,7 +118,7 @@ func BenchmarkRoundTrips(b *testing.B) {
 		})
 	})
 	b.Run("2_statements", func(b *testing.B) {
-		measure(b, func(ctx context.Context) error {
+		measureCPU(b, func(ctx context.Context) error {
 			if err := stmt(ctx, db); err != nil {
 				return err
 			}
@@ -125,13 +126,13 @@ func BenchmarkRoundTrips(b *testing.B) {
 		})
 	})
 	b.Run("1_statement", func(b *testing.B) {
-		measure(b, func(ctx context.Context) error { return stmt(ctx, db) })
+		measureCPU(b, func(ctx context.Context) error { return stmt(ctx, db) })
 	})
 	// The payload as a bun argument: bun escapes it into the SQL text and
 	// pgx scans that text again before sending it.
 	b.Run("1_statement_with_1.8KB_payload_argument", func(b *testing.B) {
 		var n int
-		measure(b, func(ctx context.Context) error {
+		measureCPU(b, func(ctx context.Context) error {
 			return db.QueryRowContext(ctx, "SELECT length(?::jsonb::text)", body).Scan(&n)
 		})
 	})

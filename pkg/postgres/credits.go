@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
 
 	"github.com/creditgate/creditgate/pkg/ledger"
@@ -26,6 +28,9 @@ type account struct {
 	ClerkID   string
 	Deleted   bool
 	Available int64
+	// ExpiredHolds: some active hold of the account is past its expiry and
+	// not booked yet (expireHolds has work to do).
+	ExpiredHolds bool
 }
 
 func lockAccount(ctx context.Context, tx bun.Tx, clerkID string) (account, error) {
@@ -36,7 +41,96 @@ func lockAccount(ctx context.Context, tx bun.Tx, clerkID string) (account, error
 	if errors.Is(err, sql.ErrNoRows) {
 		return a, fmt.Errorf("user %s: %w", clerkID, ledger.ErrNotFound)
 	}
+	a.ExpiredHolds = true
 	return a, err
+}
+
+// prepared runs one statement straight through pgx with bound parameters,
+// prepared once per connection (pgx's statement cache): PostgreSQL plans it
+// once per connection instead of per request, and no SQL text is built per
+// request. The API's hot statements go this way.
+func prepared(ctx context.Context, tx bun.Tx, query string, args ...any) *sql.Row {
+	return tx.Tx.QueryRowContext(ctx, query, append([]any{pgx.QueryExecModeCacheStatement}, args...)...)
+}
+
+// lockRequestSQL locks the account and reads, in the same round trip, the
+// answer stored under the request's key (its bytes, or the entry it made and
+// the balance after it) and whether an active hold of the account is past
+// its expiry.
+//
+// The read of api_requests is as of the statement's start: when this waited
+// for the lock behind a request with the same key, it does not see that
+// request's answer, and the operation then fails on the key's unique index,
+// which apiWrite answers by running the request again (see sameKeyRace).
+const lockRequestSQL = `
+SELECT u.id, u.deleted_at IS NOT NULL, u.available_credits,
+	EXISTS (SELECT 1 FROM credit_holds h WHERE h.user_id = u.id AND h.status = 'active' AND h.expires_at <= now()),
+	r.fingerprint, r.status, r.response, r.balance_after,
+	e.id, e.created_at, e.amount, e.type, e.kind, e.reason, e.reference, e.metadata, e.actor, e.expires_at, e.refund_of, e.hold_id
+FROM users u
+LEFT JOIN api_requests r ON r.user_id = u.id AND r.idempotency_key = $2
+LEFT JOIN credit_transactions e ON e.id = r.entry_id
+WHERE u.clerk_id = $1
+FOR UPDATE OF u`
+
+// storedAnswer is an api_requests row read by lockRequestSQL.
+type storedAnswer struct {
+	Fingerprint  []byte
+	Status       sql.NullInt32
+	Response     []byte
+	BalanceAfter sql.NullInt64
+	Entry        struct {
+		ID                   sql.NullInt64
+		CreatedAt, ExpiresAt sql.NullTime
+		Amount               sql.NullInt64
+		Type, Kind, Reason   sql.NullString
+		Reference, Actor     sql.NullString
+		Metadata             []byte
+		RefundOf, HoldID     sql.NullInt64
+	}
+}
+
+// scanLockRequest reads lockRequestSQL's row.
+func scanLockRequest(row interface{ Scan(...any) error }, clerkID string) (account, storedAnswer, error) {
+	a, st := account{ClerkID: clerkID}, storedAnswer{}
+	e := &st.Entry
+	err := row.Scan(&a.ID, &a.Deleted, &a.Available, &a.ExpiredHolds,
+		&st.Fingerprint, &st.Status, &st.Response, &st.BalanceAfter,
+		&e.ID, &e.CreatedAt, &e.Amount, &e.Type, &e.Kind, &e.Reason, &e.Reference, &e.Metadata, &e.Actor, &e.ExpiresAt, &e.RefundOf, &e.HoldID)
+	if errors.Is(err, sql.ErrNoRows) || errors.Is(err, pgx.ErrNoRows) {
+		return a, st, fmt.Errorf("user %s: %w", clerkID, ledger.ErrNotFound)
+	}
+	return a, st, err
+}
+
+// answer is the stored answer to a request with this fingerprint: its bytes,
+// or its entry rendered as it was when first sent.
+func (st storedAnswer) answer(fingerprint []byte, clerkID string, render ledger.Render) (ledger.Answer, error) {
+	if !bytes.Equal(st.Fingerprint, fingerprint) {
+		return ledger.Answer{}, ledger.ErrIdempotencyKeyReused
+	}
+	if st.Response != nil {
+		return ledger.Answer{Status: int(st.Status.Int32), Body: st.Response, Replayed: true}, nil
+	}
+	e := st.Entry
+	if !e.ID.Valid || !st.BalanceAfter.Valid {
+		return ledger.Answer{}, fmt.Errorf("the answer stored for this key has neither bytes nor an entry")
+	}
+	ans := render(ledger.EntryView{ID: e.ID.Int64, ClerkID: clerkID, Type: e.Type.String, Kind: e.Kind.String,
+		Reason: e.Reason.String, Amount: e.Amount.Int64, Reference: e.Reference.String, Metadata: e.Metadata,
+		Actor: e.Actor.String, RefundOf: e.RefundOf.Int64, HoldID: e.HoldID.Int64, ExpiresAt: e.ExpiresAt.Time,
+		CreatedAt: e.CreatedAt.Time, BalanceAfter: st.BalanceAfter.Int64}, nil)
+	ans.Status, ans.Replayed = int(st.Status.Int32), true
+	return ans, nil
+}
+
+// sameKeyRace reports whether err is a unique violation of an API request's
+// key (its stored answer or its entry's key): another request with the same
+// key committed while this one waited for the account's lock.
+func sameKeyRace(err error) bool {
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	return ok && pgErr.Code == "23505" &&
+		(pgErr.ConstraintName == "api_requests_pkey" || pgErr.ConstraintName == "credit_transactions_idempotency_key_key")
 }
 
 // businessRefusal reports the refusals that are answers: stored under the
@@ -61,40 +155,35 @@ func (s *Store) apiWrite(ctx context.Context, clerkID string, r ledger.Request, 
 	op func(ctx context.Context, tx bun.Tx, a account) (any, error),
 ) (ledger.Answer, error) {
 	var ans ledger.Answer
-	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		a, err := lockAccount(ctx, tx, clerkID)
-		if err != nil {
-			return err
-		}
-		var fp, body []byte
-		var status int
-		err = tx.QueryRowContext(ctx,
-			"SELECT fingerprint, status, response FROM api_requests WHERE user_id = ? AND idempotency_key = ?", a.ID, r.Key).
-			Scan(&fp, &status, &body)
-		switch {
-		case err == nil:
-			if !bytes.Equal(fp, r.Fingerprint) {
-				return ledger.ErrIdempotencyKeyReused
+	var err error
+	for attempt := 1; attempt <= maxTxAttempts; attempt++ {
+		err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+			a, st, err := scanLockRequest(prepared(ctx, tx, lockRequestSQL, clerkID, r.Key), clerkID)
+			switch {
+			case err != nil:
+				return err
+			case st.Status.Valid:
+				ans, err = st.answer(r.Fingerprint, clerkID, render)
+				return err
 			}
-			ans = ledger.Answer{Status: status, Body: body, Replayed: true}
-			return nil
-		case !errors.Is(err, sql.ErrNoRows):
-			return err
+			var result any
+			if a.Deleted {
+				err = ledger.ErrAccountClosed
+			} else {
+				result, err = op(ctx, tx, a)
+			}
+			if err != nil && !businessRefusal(err) {
+				return err
+			}
+			ans = render(result, err)
+			var one int
+			return prepared(ctx, tx, `INSERT INTO api_requests (user_id, idempotency_key, fingerprint, status, response, actor)
+				VALUES ($1, $2, $3, $4, $5, $6) RETURNING 1`, a.ID, r.Key, r.Fingerprint, ans.Status, ans.Body, nullable(r.Actor)).Scan(&one)
+		})
+		if !sameKeyRace(err) {
+			break
 		}
-		var result any
-		if a.Deleted {
-			err = ledger.ErrAccountClosed
-		} else {
-			result, err = op(ctx, tx, a)
-		}
-		if err != nil && !businessRefusal(err) {
-			return err
-		}
-		ans = render(result, err)
-		_, err = tx.ExecContext(ctx, `INSERT INTO api_requests (user_id, idempotency_key, fingerprint, status, response, actor)
-			VALUES (?, ?, ?, ?, ?, ?)`, a.ID, r.Key, r.Fingerprint, ans.Status, ans.Body, nullable(r.Actor))
-		return err
-	})
+	}
 	if err != nil {
 		return ledger.Answer{}, mapError(err)
 	}
@@ -198,7 +287,10 @@ func spendable(ctx context.Context, db bun.IDB, userID int64) (int64, error) {
 // expireHolds books the user's active holds past their expiry: expired, their
 // credits back in their lots. Every write runs it first, under the account's
 // lock, so that what they give back is spendable at once.
-func expireHolds(ctx context.Context, db bun.IDB, userID int64) error {
+func expireHolds(ctx context.Context, db bun.IDB, a account) error {
+	if !a.ExpiredHolds {
+		return nil
+	}
 	_, err := db.ExecContext(ctx, `
 WITH x AS (
 	UPDATE credit_holds SET status = 'expired', finished_at = now()
@@ -208,7 +300,7 @@ WITH x AS (
 UPDATE credit_lots l SET remaining = l.remaining + a.amount
 FROM (SELECT (e ->> 0)::bigint AS lot_id, sum((e ->> 1)::bigint) AS amount
       FROM x, jsonb_array_elements(x.allocations) e GROUP BY 1) a
-WHERE l.id = a.lot_id`, userID)
+WHERE l.id = a.lot_id`, a.ID)
 	if err != nil {
 		return fmt.Errorf("expire holds: %w", err)
 	}
@@ -277,21 +369,119 @@ func nullableID(id int64) any {
 	return id
 }
 
-// Debit takes credits now, from the lots that expire soonest.
+// debitSQL is a debit in one statement: it takes $3 from the spendable lots
+// of user $1 in spending order (all or nothing, as takeLotsSQL), appends the
+// entry (expiring when the latest of the credits it took would have, or
+// never if any never expires, so that a refund inherits it) and moves the
+// account's balances. It runs after the account's row lock is taken, in a
+// statement of its own, so its snapshot sees everything committed before
+// the lock was granted. It returns no row, changing nothing, unless the
+// request is new (no answer under key $2), the account open and without
+// unbooked expired holds, and the lots hold $3: then the general path
+// (apiWrite) sorts out which.
+const debitCTEs = `
+WITH acct AS (
+	SELECT u.id FROM users u
+	WHERE u.clerk_id = $1 AND u.deleted_at IS NULL
+		AND NOT EXISTS (SELECT 1 FROM api_requests r WHERE r.user_id = u.id AND r.idempotency_key = $2)
+		AND NOT EXISTS (SELECT 1 FROM credit_holds h WHERE h.user_id = u.id AND h.status = 'active' AND h.expires_at <= now())
+), avail AS (
+	SELECT l.id, l.remaining, l.expires_at,
+		sum(l.remaining) OVER (ORDER BY l.expires_at NULLS LAST, l.id) - l.remaining AS before,
+		sum(l.remaining) OVER () AS total
+	FROM credit_lots l JOIN acct ON l.user_id = acct.id
+	WHERE l.remaining > 0 AND (l.expires_at IS NULL OR l.expires_at > now())
+), take AS (
+	SELECT id, LEAST(remaining, $3::bigint - before) AS n, expires_at FROM avail
+	WHERE before < $3::bigint AND total >= $3::bigint
+), lots AS (
+	UPDATE credit_lots l SET remaining = l.remaining - take.n
+	FROM take WHERE l.id = take.id
+	RETURNING take.n, take.expires_at
+), e AS (
+	INSERT INTO credit_transactions
+		(user_id, clerk_id, amount, type, kind, reason, status, idempotency_key, reference, metadata, actor, expires_at)
+	SELECT acct.id, $1, $3::bigint, 'debit', 'debit', $4, 'completed', 'api:' || acct.id || ':debit:' || $2, $5, $6::jsonb, $7,
+		CASE WHEN bool_and(lots.expires_at IS NOT NULL) THEN max(lots.expires_at) END
+	FROM lots, acct GROUP BY acct.id HAVING sum(lots.n) = $3::bigint
+	RETURNING id, user_id, created_at, amount, expires_at, metadata
+), u AS (
+	UPDATE users SET available_credits = available_credits - e.amount, used_credits = used_credits + e.amount,
+		spent_credits = spent_credits + e.amount, version = version + 1, updated_at = now()
+	FROM e WHERE users.id = e.user_id
+	RETURNING users.available_credits
+)`
+
+const debitSQL = debitCTEs + `
+SELECT e.id, e.created_at, e.expires_at, e.metadata, u.available_credits FROM e, u`
+
+// debitAnsweredSQL is debitSQL that also stores its answer under the key, as
+// the entry it made and the balance after it ($8 the request's fingerprint,
+// $9 the answer's status), for the pipelined path, which cannot render the
+// answer before the statement runs.
+const debitAnsweredSQL = debitCTEs + `, answer AS (
+	INSERT INTO api_requests (user_id, idempotency_key, fingerprint, status, actor, entry_id, balance_after)
+	SELECT e.user_id, $2, $8, $9, $7, e.id, u.available_credits FROM e, u
+)
+SELECT e.id, e.created_at, e.expires_at, e.metadata, u.available_credits FROM e, u`
+
+// Debit takes credits now, from the lots that expire soonest. The common
+// case (a new request, enough credits) costs two round trips (see
+// pipelinedDebit); every other case runs the general path.
 func (s *Store) Debit(ctx context.Context, r ledger.Request, sp ledger.Spend, render ledger.Render) (ledger.Answer, error) {
-	return s.apiWrite(ctx, r.ClerkID, r, render, func(ctx context.Context, tx bun.Tx, a account) (any, error) {
-		if err := expireHolds(ctx, tx, a.ID); err != nil {
-			return nil, err
+	for attempt := 1; attempt <= maxTxAttempts; attempt++ {
+		ans, done, err := s.pipelinedDebit(ctx, r, sp, render)
+		if err != nil && (isRetryable(err) || sameKeyRace(err)) && ctx.Err() == nil {
+			continue
 		}
-		ts, err := takeLots(ctx, tx, a, sp.Amount)
 		if err != nil {
+			return ledger.Answer{}, mapError(err)
+		}
+		if done {
+			return ans, nil
+		}
+		break
+	}
+	return s.apiWrite(ctx, r.ClerkID, r, render, func(ctx context.Context, tx bun.Tx, a account) (any, error) {
+		if err := expireHolds(ctx, tx, a); err != nil {
 			return nil, err
 		}
-		return insertEntry(ctx, tx, a, entryKey(a, r, "debit"), newEntry{
-			Type: ledger.TypeDebit, Kind: ledger.KindDebit, Reason: sp.Reason, Amount: sp.Amount,
-			Reference: sp.Reference, Metadata: sp.Metadata, Actor: r.Actor, ExpiresAt: latestExpiry(ts),
-		})
+		v, err := scanDebit(prepared(ctx, tx, debitSQL, debitArgs(r, sp)...), a.ClerkID, r, sp)
+		if errors.Is(err, sql.ErrNoRows) {
+			// The request is new and the account open (apiWrite), its
+			// expired holds booked: the lots hold too little.
+			avail, err := spendable(ctx, tx, a.ID)
+			if err != nil {
+				return nil, err
+			}
+			return nil, &ledger.InsufficientError{Available: avail}
+		}
+		return v, err
 	})
+}
+
+func debitArgs(r ledger.Request, sp ledger.Spend) []any {
+	var meta any
+	if len(sp.Metadata) > 0 {
+		meta = string(sp.Metadata)
+	}
+	return []any{r.ClerkID, r.Key, sp.Amount, sp.Reason, nullable(sp.Reference), meta, nullable(r.Actor)}
+}
+
+// scanDebit reads debitSQL's row as the entry it appended, its metadata as
+// stored (as a replay, rendered from the stored entry, will read it).
+func scanDebit(row interface{ Scan(...any) error }, clerkID string, r ledger.Request, sp ledger.Spend) (ledger.EntryView, error) {
+	v := ledger.EntryView{ClerkID: clerkID, Type: ledger.TypeDebit, Kind: ledger.KindDebit, Reason: sp.Reason,
+		Amount: sp.Amount, Reference: sp.Reference, Actor: r.Actor}
+	var exp sql.NullTime
+	if err := row.Scan(&v.ID, &v.CreatedAt, &exp, &v.Metadata, &v.BalanceAfter); err != nil {
+		if errors.Is(err, sql.ErrNoRows) || errors.Is(err, pgx.ErrNoRows) {
+			return v, sql.ErrNoRows
+		}
+		return v, fmt.Errorf("debit: %w", err)
+	}
+	v.ExpiresAt = exp.Time
+	return v, nil
 }
 
 // Grant adds credits, expiring at g.ExpiresAt if set.
@@ -320,7 +510,7 @@ type allocation [2]int64
 // until captured, voided or expired.
 func (s *Store) PlaceHold(ctx context.Context, r ledger.Request, sp ledger.Spend, render ledger.Render) (ledger.Answer, error) {
 	return s.apiWrite(ctx, r.ClerkID, r, render, func(ctx context.Context, tx bun.Tx, a account) (any, error) {
-		if err := expireHolds(ctx, tx, a.ID); err != nil {
+		if err := expireHolds(ctx, tx, a); err != nil {
 			return nil, err
 		}
 		ts, err := takeLots(ctx, tx, a, sp.Amount)
@@ -437,7 +627,7 @@ func (s *Store) withActiveHold(ctx context.Context, holdID int64, r ledger.Reque
 		return ledger.Answer{}, err
 	}
 	return s.apiWrite(ctx, owner, r, render, func(ctx context.Context, tx bun.Tx, a account) (any, error) {
-		if err := expireHolds(ctx, tx, a.ID); err != nil {
+		if err := expireHolds(ctx, tx, a); err != nil {
 			return nil, err
 		}
 		h, err := scanHold(tx.QueryRowContext(ctx, "SELECT "+holdColumns+" FROM credit_holds WHERE id = ? FOR UPDATE", holdID))
@@ -694,7 +884,7 @@ func (s *Store) ExpireDue(ctx context.Context, limit int) (accounts int, credits
 			if err != nil {
 				return err
 			}
-			if err := expireHolds(ctx, tx, a.ID); err != nil {
+			if err := expireHolds(ctx, tx, a); err != nil {
 				return err
 			}
 			err = tx.QueryRowContext(ctx, bookLotExpiriesSQL, a.ID, a.ClerkID).Scan(&booked)

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 
 	"github.com/creditgate/creditgate/pkg/clerk"
@@ -429,6 +431,90 @@ func TestPreviousReleaseWritesKeepLotsInStep(t *testing.T) {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
 		}
+	}
+	pgtest.CheckInvariants(t, db)
+}
+
+// tracer records the statements pgx sends: when each starts and ends.
+type tracer struct {
+	mu     sync.Mutex
+	events []string // "start <first words>" / "end"
+}
+
+func (tr *tracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	q := strings.Fields(d.SQL)
+	tr.events = append(tr.events, "start "+strings.Join(q[:min(len(q), 3)], " "))
+	return ctx
+}
+
+func (tr *tracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.events = append(tr.events, "end")
+}
+
+func (tr *tracer) take() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	ev := tr.events
+	tr.events = nil
+	return ev
+}
+
+// TestDebitIsOneTrip: a new debit with credits enough sends BEGIN, the
+// account's lock, the debit and COMMIT together, as one trip (all four
+// start before any ends); its replay is answered byte for byte from the
+// entry it stored, metadata included; the cases it does not decide (too few
+// credits, a reused key) fall back to the general path with the same
+// answers as before.
+func TestDebitIsOneTrip(t *testing.T) {
+	t.Parallel()
+	db, url := pgtest.New(t)
+	ctx := context.Background()
+	svc := &ledger.Service{Store: postgres.NewStore(db), Decode: clerk.Decode, SignupCredits: 20}
+	if _, err := svc.Process(ctx, delivery("msg_signup", userCreated("user_c", ""))); err != nil {
+		t.Fatal(err)
+	}
+	tr := &tracer{}
+	traced, err := postgres.Open(url, postgres.Options{Tracer: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { traced.Close() })
+	s := postgres.NewStore(traced)
+	spend := ledger.Spend{Amount: 3, Reason: "generation", Reference: "job-1", Metadata: []byte(`{"model": "x", "n": 1}`)}
+	tr.take()
+	first, err := s.Debit(ctx, req("k1"), spend, render)
+	if err != nil || first.Status != 201 || first.Replayed {
+		t.Fatalf("debit = %+v, %v", first, err)
+	}
+	want := []string{"start begin", "start SELECT u.id, u.deleted_at", "start WITH acct AS", "start commit", "end", "end", "end", "end"}
+	if got := tr.take(); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("statements:\n got %q\nwant %q", got, want)
+	}
+	again, err := s.Debit(ctx, req("k1"), spend, render)
+	if err != nil || !again.Replayed || again.Status != 201 || string(again.Body) != string(first.Body) {
+		t.Errorf("replay = %d %s (replayed %v), %v; want the first answer %s", again.Status, again.Body, again.Replayed, err, first.Body)
+	}
+	if got := tr.take(); len(got) != 8 {
+		t.Errorf("the replay took %q, want one trip of 4 statements", got)
+	}
+	other := req("k1")
+	other.Fingerprint = []byte("another request")
+	if _, err := s.Debit(ctx, other, spend, render); !errors.Is(err, ledger.ErrIdempotencyKeyReused) {
+		t.Errorf("same key, other request: %v, want ErrIdempotencyKeyReused", err)
+	}
+	refused, err := s.Debit(ctx, req("k2"), ledger.Spend{Amount: 18, Reason: "generation"}, render)
+	if err != nil || refused.Status != 409 || !strings.Contains(string(refused.Body), "17") {
+		t.Errorf("debit of 18 with 17 left = %d %s, %v; want 409 naming 17 available", refused.Status, refused.Body, err)
+	}
+	if got := tr.take(); len(got) <= 8 {
+		t.Errorf("a refusal took %q, want the one trip and then the general path", got)
+	}
+	if b := balance(t, s); b.Available != 17 || b.Used != 3 {
+		t.Errorf("balance = %+v, want 17 available, 3 used", b)
 	}
 	pgtest.CheckInvariants(t, db)
 }

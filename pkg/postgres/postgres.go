@@ -45,6 +45,9 @@ type Options struct {
 	// (503, retried) instead of keeping its connection for as long as the
 	// other holds the row.
 	LockTimeout time.Duration
+	// Tracer, if set, sees every statement pgx sends (the benchmark uses it
+	// to take the service's SQL from the code that sends it).
+	Tracer pgx.QueryTracer
 }
 
 // Open connects to the database at url. It does not ping; use Ready for that.
@@ -57,6 +60,7 @@ func Open(url string, opts Options) (*bun.DB, error) {
 	// bun formats arguments into the SQL text itself, so server-side prepared
 	// statements would only fill pgx's cache with one-off texts.
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	cfg.Tracer = opts.Tracer
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
 	}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+)
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
+
+func perOp(d time.Duration, ops int) string {
+	if d == 0 || ops == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f", float64(d)/float64(time.Microsecond)/float64(ops))
+}
+
+// renderReport is the Markdown docs/benchmarks.md shows: the runs, then the
+// targets of issue 11 checked against them.
+func renderReport(c config, rs []result, d drainResult) string {
+	var b strings.Builder
+	rev, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+	pgv, _ := exec.Command("psql", "--version").Output()
+	fmt.Fprintf(&b, "Run %s UTC at %s, %s, %d cores, %s; %d clients (%s), %d debits of 1 per service run, pgbench %d s per run",
+		time.Now().UTC().Format("2006-01-02 15:04"), strings.TrimSpace(string(rev)), runtime.Version(), runtime.NumCPU(),
+		strings.TrimSpace(string(pgv)), c.Clients, c.Client, c.Requests, c.Seconds)
+	if c.WebhookEnv != "" {
+		fmt.Fprintf(&b, "; service settings %s", c.WebhookEnv)
+	}
+	b.WriteString(".\n\n")
+	b.WriteString("| scenario | run | debits or tx | per second | p50 ms | p90 ms | p99 ms | max ms | service CPU µs/debit | PostgreSQL CPU µs/op | client CPU µs/op | statements/op | other processes, cores | service peak RSS MB |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rs {
+		what := "**service** (HTTP API)"
+		switch {
+		case r.What != "":
+			what = r.What
+		case r.PeakRSS == 0:
+			what = "pgbench, same SQL"
+		}
+		rss := "–"
+		if r.PeakRSS > 0 {
+			rss = fmt.Sprintf("%.1f", float64(r.PeakRSS)/1e6)
+		}
+		fmt.Fprintf(&b, "| %s | %s%s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f | %s |\n",
+			r.Name, what, modeOf(r), r.Ops, r.rate(), ms(r.pct(0.5)), ms(r.pct(0.9)), ms(r.pct(0.99)), ms(r.pct(1)),
+			perOp(r.ServiceCPU, r.Ops), perOp(r.PostgresCPU, r.Ops), perOp(r.ClientCPU, r.Ops),
+			float64(r.Statements)/float64(r.Ops), r.OtherCores, rss)
+	}
+	b.WriteString("\n| target (issue 11) | measured | |\n|---|---|---|\n")
+	for i := 0; i+1 < len(rs); i++ {
+		s, p := rs[i], rs[i+1]
+		if s.PeakRSS == 0 || p.PeakRSS != 0 || s.What != "" {
+			continue
+		}
+		want := 0.6
+		if strings.HasPrefix(s.Name, "one") {
+			want = 0.5
+		}
+		ratio := s.rate() / p.rate()
+		fmt.Fprintf(&b, "| %s: ≥ %.1f × pgbench running the same statements in the same round trips (`-M prepared`, pipelined as the service sends them) | %.0f / %.0f = **%.2f** | %s |\n",
+			s.Name, want, s.rate(), p.rate(), ratio, verdict(ratio >= want))
+		if want == 0.6 {
+			p99 := s.pct(0.99)
+			cpu := float64(s.ServiceCPU) / float64(time.Microsecond) / float64(s.Ops)
+			fmt.Fprintf(&b, "| %s: p99 < 20 ms | **%s ms** | %s |\n", s.Name, ms(p99), verdict(p99 < 20*time.Millisecond))
+			fmt.Fprintf(&b, "| %s: service CPU < 200 µs per debit | **%.0f µs** | %s |\n", s.Name, cpu, verdict(cpu < 200))
+		}
+	}
+	fmt.Fprintf(&b, "| never overdrawn: %d concurrent debits of 1 against %d credits | %d succeeded, %d `insufficient_credits`, %d other; balance %d; invariants hold | %s |\n",
+		d.Requests, d.Credits, d.Created, d.Refused, d.Other, d.Balance, verdict(d.Created == d.Credits && d.Balance == 0 && d.Other == 0))
+	return b.String()
+}
+
+func modeOf(r result) string {
+	if r.PeakRSS != 0 {
+		return ""
+	}
+	if r.mode == "prepared" {
+		return " `-M prepared`, same trips"
+	}
+	return " `-M simple`, a trip per statement"
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**missed**"
+}
