@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 
+	"github.com/creditgate/creditgate/migrations"
 	"github.com/creditgate/creditgate/pkg/clerk"
 	"github.com/creditgate/creditgate/pkg/ledger"
 	"github.com/creditgate/creditgate/pkg/pgtest"
@@ -515,6 +517,50 @@ func TestDebitIsOneTrip(t *testing.T) {
 	}
 	if b := balance(t, s); b.Available != 17 || b.Used != 3 {
 		t.Errorf("balance = %+v, want 17 available, 3 used", b)
+	}
+	pgtest.CheckInvariants(t, db)
+}
+
+// TestAnswerEntriesMigrationDown: rolling back the answers stored as entries
+// gives each such answer bytes naming its entry, so that a retried request
+// is still answered from its key and never debits again; up applies again.
+func TestAnswerEntriesMigrationDown(t *testing.T) {
+	t.Parallel()
+	s, db := creditsEnv(t)
+	ctx := context.Background()
+	ans, err := s.Debit(ctx, req("k"), ledger.Spend{Amount: 2, Reason: "generation"}, render)
+	if err != nil || ans.Status != 201 {
+		t.Fatalf("debit = %+v, %v", ans, err)
+	}
+	var entry int64
+	if err := db.QueryRowContext(ctx, "SELECT entry_id FROM api_requests WHERE idempotency_key = 'k' AND response IS NULL").Scan(&entry); err != nil {
+		t.Fatalf("the pipelined debit stored no entry answer: %v", err)
+	}
+	exec := func(name string) {
+		t.Helper()
+		b, err := fs.ReadFile(migrations.FS(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, string(b)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	exec("20261202000002_answer_entries.tx.down.sql")
+	var body string
+	if err := db.QueryRowContext(ctx, "SELECT convert_from(response, 'UTF8') FROM api_requests WHERE idempotency_key = 'k'").Scan(&body); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf(`"entry_id" : "ent_%d"`, entry); !strings.Contains(body, want) || !strings.Contains(body, `"balance_after" : 18`) {
+		t.Errorf("after down: response = %s, want it to name %s and balance 18", body, want)
+	}
+	exec("20261202000002_answer_entries.tx.up.sql")
+	again, err := s.Debit(ctx, req("k"), ledger.Spend{Amount: 2, Reason: "generation"}, render)
+	if err != nil || !again.Replayed || string(again.Body) != body {
+		t.Errorf("retry after down and up = %+v, %v; want the stored bytes replayed", again, err)
+	}
+	if b := balance(t, s); b.Available != 18 {
+		t.Errorf("available = %d, want 18 (one debit)", b.Available)
 	}
 	pgtest.CheckInvariants(t, db)
 }
