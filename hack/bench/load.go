@@ -174,6 +174,18 @@ func pgbench(ctx context.Context, bin string, args []string, dir, name string) (
 // load generator burns is taken from the service and PostgreSQL;
 // -client net/http measures with Go's client instead.
 func leanLoad(ctx context.Context, base, key, run string, clients, n int, user func(i int) string) ([]time.Duration, map[int]int, time.Duration, error) {
+	return pacedLoad(0)(ctx, base, key, run, clients, n, user)
+}
+
+// pacedLoad is leanLoad sending at most rate requests per second (0: as
+// fast as answers come), request i not before start + i/rate.
+func pacedLoad(rate float64) loader {
+	return func(ctx context.Context, base, key, run string, clients, n int, user func(i int) string) ([]time.Duration, map[int]int, time.Duration, error) {
+		return lean(ctx, base, key, run, clients, n, user, rate)
+	}
+}
+
+func lean(ctx context.Context, base, key, run string, clients, n int, user func(i int) string, rate float64) ([]time.Duration, map[int]int, time.Duration, error) {
 	host := strings.TrimPrefix(base, "http://")
 	lat := make([]time.Duration, n)
 	status := make([]int, n)
@@ -208,6 +220,11 @@ func leanLoad(ctx context.Context, base, key, run string, clients, n int, user f
 						return
 					}
 					rd = bufio.NewReaderSize(conn, 4096)
+				}
+				if rate > 0 {
+					if d := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))); d > 0 {
+						time.Sleep(d)
+					}
 				}
 				req = fmt.Appendf(req[:0], "POST /v1/users/%s/debits HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+
 					"Content-Type: application/json\r\nIdempotency-Key: %s-%d\r\nContent-Length: %d\r\n\r\n%s",

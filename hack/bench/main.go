@@ -292,11 +292,22 @@ func run(ctx context.Context, c config) error {
 	}
 
 	if c.Minimal {
-		r, err := measureMinimal(ctx, c, db, pgRoot, url, load)
+		r, err := measureMinimal(ctx, c, db, pgRoot, url, load, "")
 		if err != nil {
 			return err
 		}
 		results = append(results, r)
+		if c.Client == "lean" {
+			// The same, held to the service's rate in the spread run: CPU
+			// per request falls as the rate rises (more work per wake-up),
+			// so this is the floor to compare the service with.
+			rate := results[0].rate()
+			r, err := measureMinimal(ctx, c, db, pgRoot, url, pacedLoad(rate), fmt.Sprintf(", held to %.0f/s", rate))
+			if err != nil {
+				return err
+			}
+			results = append(results, r)
+		}
 	}
 
 	drain, err := drainCheck(ctx, c, store, db, svc)
@@ -663,7 +674,7 @@ func profileService(ctx context.Context, svc *service, dir string) {
 
 // measureMinimal runs the same load against the minimal server (see
 // serveMinimal), started from this very binary.
-func measureMinimal(ctx context.Context, c config, db *bun.DB, pgRoot int, url string, load loader) (result, error) {
+func measureMinimal(ctx context.Context, c config, db *bun.DB, pgRoot int, url string, load loader, note string) (result, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return result{}, err
@@ -704,6 +715,6 @@ func measureMinimal(ctx context.Context, c config, db *bun.DB, pgRoot int, url s
 		lat, st, el, err := load(ctx, base, "-", "run", c.Clients, c.Requests, user)
 		return result{Ops: c.Requests, Latencies: lat, Statuses: st, Elapsed: el}, err
 	})
-	r.Name, r.What = "floor", "minimal Go server: net/http, pgx, `SELECT 1` prepared"
+	r.Name, r.What = "floor", "minimal Go server: net/http, pgx, `SELECT 1` prepared"+note
 	return r, err
 }
