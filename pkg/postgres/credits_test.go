@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/creditgate/creditgate/migrations"
 	"github.com/creditgate/creditgate/pkg/clerk"
@@ -563,4 +565,94 @@ func TestAnswerEntriesMigrationDown(t *testing.T) {
 		t.Errorf("available = %d, want 18 (one debit)", b.Available)
 	}
 	pgtest.CheckInvariants(t, db)
+}
+
+// TestEveryStatementIsTraced: with tracing on, every statement gets a span —
+// the driver-direct new-user statement, the pipelined debit's four, bun's —
+// named by its operation, and no span carries the statement's text or a
+// value from it (bun's statements carry values inline, emails included).
+func TestEveryStatementIsTraced(t *testing.T) {
+	t.Parallel()
+	_, url := pgtest.New(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	counted := &tracer{}
+	db, err := postgres.Open(url, postgres.Options{Tracing: true, TracerProvider: tp, Tracer: counted})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	// Statements are traced inside a request's span, as the service makes one.
+	ctx, parent := tp.Tracer("test").Start(context.Background(), "request")
+	s := postgres.NewStore(db)
+	svc := &ledger.Service{Store: s, Decode: clerk.Decode, SignupCredits: 20}
+	if _, err := svc.Process(ctx, delivery("msg_signup", userCreated("user_c", "secret.person@example.com"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Process(ctx, delivery("msg_update", personalBody("user.updated", "user_c", time.Now()))); err != nil {
+		t.Fatal(err)
+	}
+	debitCtx, debit := tp.Tracer("test").Start(ctx, "debit")
+	if _, err := s.Debit(debitCtx, req("k"), ledger.Spend{Amount: 2, Reason: "generation"}, render); err != nil {
+		t.Fatal(err)
+	}
+	debit.End()
+	if _, err := s.Balance(ctx, "user_c"); err != nil {
+		t.Fatal(err)
+	}
+	parent.End()
+	// The pipelined debit's statements, each a span of the debit's (a new
+	// connection's prepares and connect are spans of their own).
+	var debitSpans []string
+	for _, sp := range rec.Ended() {
+		if sp.Parent().SpanID() != debit.SpanContext().SpanID() || sp.Name() == "connect" {
+			continue
+		}
+		prepare := false
+		for _, kv := range sp.Attributes() {
+			prepare = prepare || kv.Key == "pgx.prepare_stmt.name"
+		}
+		if !prepare {
+			debitSpans = append(debitSpans, sp.Name())
+		}
+	}
+	if got, want := strings.Join(debitSpans, " "), "BEGIN SELECT WITH COMMIT"; got != want {
+		t.Errorf("spans of the debit: %q, want %q", got, want)
+	}
+	statements := 0
+	for _, e := range counted.take() {
+		if e != "end" {
+			statements++
+		}
+	}
+	spans := rec.Ended()
+	var queries int
+	for _, sp := range spans {
+		if sp.Name() == "request" {
+			continue
+		}
+		prepare := false
+		for _, kv := range sp.Attributes() {
+			prepare = prepare || kv.Key == "pgx.prepare_stmt.name"
+		}
+		if !prepare && sp.Name() != "connect" && sp.Name() != "debit" {
+			queries++
+		}
+		if len(sp.Name()) > 40 {
+			t.Errorf("span name %q: want the operation, not the statement", sp.Name())
+		}
+		for _, kv := range sp.Attributes() {
+			v := kv.Value.Emit()
+			if strings.Contains(v, "@example.com") || strings.Contains(v, "user_c") || strings.Contains(v, "INSERT INTO") {
+				t.Errorf("span %q attribute %s = %q: a statement's text or value", sp.Name(), kv.Key, v)
+			}
+		}
+	}
+	if statements < 8 || queries != statements {
+		names := make([]string, len(spans))
+		for i, sp := range spans {
+			names[i] = sp.Name()
+		}
+		t.Errorf("%d statements sent, %d query spans: %q", statements, queries, names)
+	}
 }

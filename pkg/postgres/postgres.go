@@ -9,12 +9,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/multitracer"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
-	"github.com/uptrace/bun/extra/bunotel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/creditgate/creditgate/pkg/ledger"
 )
@@ -37,8 +40,15 @@ func CheckURL(url string) error {
 type Options struct {
 	// MaxConns bounds the pool; 0 means 10.
 	MaxConns int
-	// Tracing adds bunotel's query hook (a span per query, OTel DB metrics).
+	// Tracing traces every statement pgx sends, bun's and the hot paths'
+	// alike (otelpgx: a span per statement named by its operation, and
+	// OTel's database client metrics). The statement's text is left out of
+	// the spans: bun's statements carry their values inline, and those
+	// include personal data.
 	Tracing bool
+	// TracerProvider is the provider Tracing uses; nil means OTel's global
+	// one.
+	TracerProvider trace.TracerProvider
 	// LockTimeout bounds every wait for a row lock (PostgreSQL's
 	// lock_timeout, set once per connection); 0 waits forever. A delivery
 	// whose user row another transaction holds then fails as unavailable
@@ -60,7 +70,24 @@ func Open(url string, opts Options) (*bun.DB, error) {
 	// bun formats arguments into the SQL text itself, so server-side prepared
 	// statements would only fill pgx's cache with one-off texts.
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	cfg.Tracer = opts.Tracer
+	var tracers []pgx.QueryTracer
+	if opts.Tracing {
+		topts := []otelpgx.Option{otelpgx.WithDisableSQLStatementInAttributes(),
+			otelpgx.WithAttributes(attribute.String("db.namespace", "creditgate"))}
+		if opts.TracerProvider != nil {
+			topts = append(topts, otelpgx.WithTracerProvider(opts.TracerProvider))
+		}
+		tracers = append(tracers, otelpgx.NewTracer(topts...))
+	}
+	if opts.Tracer != nil {
+		tracers = append(tracers, opts.Tracer)
+	}
+	switch len(tracers) {
+	case 1:
+		cfg.Tracer = tracers[0]
+	case 2:
+		cfg.Tracer = multitracer.New(tracers...)
+	}
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
 	}
@@ -87,11 +114,7 @@ func Open(url string, opts Options) (*bun.DB, error) {
 	sqldb.SetConnMaxIdleTime(5 * time.Minute)
 	sqldb.SetConnMaxLifetime(30 * time.Minute)
 
-	db := bun.NewDB(sqldb, pgdialect.New())
-	if opts.Tracing {
-		db.AddQueryHook(bunotel.NewQueryHook(bunotel.WithDBName("creditgate")))
-	}
-	return db, nil
+	return bun.NewDB(sqldb, pgdialect.New()), nil
 }
 
 // Store is the bun implementation of ledger.Store.
