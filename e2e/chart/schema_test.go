@@ -50,6 +50,10 @@ func TestValuesRejected(t *testing.T) {
 		{name: "reconcile timeout not below the deadline", args: append([]string{"--set", "reconciler.config.timeout=5m"}, secrets...), wantErr: "RECONCILE_TIMEOUT, 300s) must be shorter"},
 		{name: "extraEnv overriding a chart variable", args: append([]string{"--set", "extraEnv[0].name=SIGNUP_CREDITS", "--set-string", "extraEnv[0].value=5"}, secrets...), wantErr: "extraEnv: SIGNUP_CREDITS is set by the chart"},
 		{name: "autoscaling min above max", args: append([]string{"--set", "autoscaling.enabled=true", "--set", "autoscaling.minReplicas=4", "--set", "autoscaling.maxReplicas=3"}, secrets...), wantErr: "must not exceed"},
+		// (2 replicas + 1) × (10 + 1) + 4 + 2 = 39; with the HPA at 6: (6 + 1) × 11 + 6 = 83.
+		{name: "connection budget below the peak", args: append([]string{"--set", "databaseConnectionBudget=38"}, secrets...), wantErr: "databaseConnectionBudget (38) is below this release's peak of 39 PostgreSQL connections: 3 webhook pods at most"},
+		{name: "connection budget below the HPA's peak", args: append([]string{"--set", "databaseConnectionBudget=82", "--set", "autoscaling.enabled=true"}, secrets...), wantErr: "peak of 83 PostgreSQL connections: 7 webhook pods at most (autoscaling.maxReplicas"},
+		{name: "connection budget negative", args: append([]string{"--set", "databaseConnectionBudget=-1"}, secrets...), wantErr: "/databaseConnectionBudget"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,6 +105,10 @@ func TestValuesAccepted(t *testing.T) {
 		{name: "percent minAvailable", args: []string{"--set", "secret.existingSecret=mine", "--set", "podDisruptionBudget.minAvailable=50%"}},
 		{name: "reconciler and migrations off", args: []string{"--set", "secret.existingSecret=mine", "--set", "reconciler.enabled=false", "--set", "migrations.enabled=false", "--set", "tests.enabled=false"}},
 		{name: "no ServiceAccount", args: []string{"--set", "secret.existingSecret=mine", "--set", "serviceAccount.create=false"}},
+		{name: "connection budget at the peak", args: []string{"--set", "secret.existingSecret=mine", "--set", "databaseConnectionBudget=39"}},
+		{name: "connection budget at the HPA's peak", args: []string{"--set", "secret.existingSecret=mine", "--set", "databaseConnectionBudget=83", "--set", "autoscaling.enabled=true"}},
+		{name: "connection budget without reconciler and migrations", args: []string{"--set", "secret.existingSecret=mine", "--set", "databaseConnectionBudget=33",
+			"--set", "reconciler.enabled=false", "--set", "migrations.enabled=false", "--set", "tests.enabled=false"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

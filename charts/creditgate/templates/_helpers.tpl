@@ -287,6 +287,13 @@ by the Deployment and the CronJob.
 */}}
 {{- define "creditgate.validate" -}}
 {{- $c := .Values.config }}
+{{- $budget := .Values.databaseConnectionBudget | int }}
+{{- if gt $budget 0 }}
+{{- $peak := include "creditgate.peakConnections" . | atoi }}
+{{- if gt $peak $budget }}
+{{- fail (printf "databaseConnectionBudget (%d) is below this release's peak of %d PostgreSQL connections: %s. Raise the budget (and PostgreSQL's max_connections), or lower config.dbMaxConns or the replicas" $budget $peak (include "creditgate.peakConnectionsWhy" .)) }}
+{{- end }}
+{{- end }}
 {{- $delay := include "creditgate.seconds" (list "config.shutdownDelay" $c.shutdownDelay) | atoi }}
 {{- $drain := include "creditgate.seconds" (list "config.shutdownTimeout" $c.shutdownTimeout) | atoi }}
 {{- $grace := .Values.webhook.terminationGracePeriodSeconds | int }}
@@ -339,4 +346,26 @@ Grafana alert rules are both rendered from it.
 {{- end }}
 {{- end }}
 {{- toYaml (dict "rules" $rules) }}
+{{- end }}
+
+{{/*
+The most PostgreSQL connections the release opens at once: every webhook pod
+the Deployment may run (the HPA's maximum, or replicas), one more during a
+rolling update (maxSurge 1), each with its pool (config.dbMaxConns) and the
+readiness probe's own connection; the reconciler (4; its CronJob forbids
+overlapping runs); the migrations hook (2), which runs while the old pods
+serve. (cmd/webhook and cmd/reconciler open pools of these sizes.)
+*/}}
+{{- define "creditgate.peakPods" -}}
+{{- if .Values.autoscaling.enabled }}{{ add (.Values.autoscaling.maxReplicas | int) 1 }}{{ else }}{{ add (.Values.webhook.replicas | int) 1 }}{{ end }}
+{{- end }}
+{{- define "creditgate.peakConnections" -}}
+{{- $pods := include "creditgate.peakPods" . | atoi }}
+{{- $reconciler := ternary 4 0 .Values.reconciler.enabled }}
+{{- $migrations := ternary 2 0 .Values.migrations.enabled }}
+{{- add (mul $pods (add (.Values.config.dbMaxConns | int) 1)) $reconciler $migrations }}
+{{- end }}
+{{- define "creditgate.peakConnectionsWhy" -}}
+{{- $pods := include "creditgate.peakPods" . | atoi }}
+{{- printf "%d webhook pods at most (%s, +1 during a rolling update) × (config.dbMaxConns %d + 1 for readiness)%s%s" $pods (ternary "autoscaling.maxReplicas" "webhook.replicas" .Values.autoscaling.enabled) (.Values.config.dbMaxConns | int) (ternary " + 4 for the reconciler" "" .Values.reconciler.enabled) (ternary " + 2 for the migrations" "" .Values.migrations.enabled) }}
 {{- end }}
