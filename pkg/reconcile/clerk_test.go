@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -315,4 +317,85 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value str
 		}
 	}
 	return 0
+}
+
+// TestSlowClerkHoldsNoConnection: while the outbox worker waits on a Clerk
+// that does not answer, it holds no database connection, so deliveries keep
+// going at full speed through a pool of ONE connection: 200 new users, none
+// of them waiting for a connection. (Before the claim/call/record split the
+// worker kept its claim's transaction, and the pool's one connection, open
+// for the whole call.)
+func TestSlowClerkHoldsNoConnection(t *testing.T) {
+	t.Parallel()
+	_, url := pgtest.New(t)
+	db, err := postgres.Open(url, postgres.Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ctx := context.Background()
+	fake := clerkfake.New()
+	fake.SetSecretKey(secretKey)
+	fake.AddUser(clerkfake.User{ID: "user_first", Email: "f@example.com", CreatedAt: time.Now().Add(-time.Minute)})
+	inCall, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPatch {
+			once.Do(func() { close(inCall) })
+			<-release // Clerk answers only when the test says so
+		}
+		fake.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	api := clerk.NewAPI(clerk.APIConfig{SecretKey: secretKey, URL: srv.URL + "/v1", RequestsPerSecond: 200, HTTPClient: srv.Client()})
+	store := postgres.NewStore(db)
+	svc := &ledger.Service{Store: store, Decode: clerk.Decode, SignupCredits: 20, MetadataOutbox: true}
+	if _, err := svc.Process(ctx, ledger.Delivery{SvixID: "msg_first", ReceivedAt: time.Now(),
+		Body: []byte(`{"type":"user.created","data":{"id":"user_first"}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	d := &reconcile.Deliverer{Store: store, Writer: api, Metrics: reconcile.NewMetrics(prometheus.NewRegistry()), Log: discard, MaxAttempts: 5}
+	delivered := make(chan ledger.OutboxResult, 1)
+	go func() {
+		res, err := d.DeliverOne(ctx)
+		if err != nil {
+			t.Errorf("DeliverOne: %v", err)
+		}
+		delivered <- res
+	}()
+	<-inCall // the worker has claimed the message and is waiting on Clerk
+
+	waits := db.DB.Stats().WaitCount
+	for i := range 200 {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := svc.Process(dctx, ledger.Delivery{SvixID: fmt.Sprintf("msg_%d", i), ReceivedAt: time.Now(),
+			Body: fmt.Appendf(nil, `{"type":"user.created","data":{"id":"user_%d"}}`, i)})
+		cancel()
+		if err != nil {
+			t.Fatalf("delivery %d while the worker waits on Clerk: %v", i, err)
+		}
+	}
+	if n := db.DB.Stats().WaitCount - waits; n != 0 {
+		t.Errorf("%d deliveries waited for the pool's connection while the worker waited on Clerk, want 0", n)
+	}
+	select {
+	case res := <-delivered:
+		t.Fatalf("the worker finished (%+v) before Clerk answered", res)
+	default:
+	}
+	close(release)
+	if res := <-delivered; !res.Delivered {
+		t.Errorf("after Clerk answered: %+v, want the write delivered", res)
+	}
+	if got := scalar[int64](t, db, "SELECT count(*) FROM users"); got != 201 {
+		t.Errorf("%d users, want 201", got)
+	}
+	pgtest.CheckInvariants(t, db)
 }
