@@ -48,7 +48,7 @@ type config struct {
 	OutDir, WebhookEnv, Client               string
 	MaxBusy                                  float64
 	LoadWait                                 time.Duration
-	Simple, Profile, Minimal                 bool
+	Simple, Profile, Minimal, Hold           bool
 }
 
 func main() {
@@ -66,6 +66,7 @@ func main() {
 	flag.BoolVar(&c.Profile, "profile", envInt("BENCH_PROFILE", 0) == 1, "build the service with pprof and profile its CPU during the spread run: cpu.pprof and profile.txt in -out (BENCH_PROFILE=1)")
 	flag.StringVar(&c.Client, "client", envString("BENCH_CLIENT", "lean"), "the load generator's HTTP client: lean (a connection per client, one write per request) or net/http (BENCH_CLIENT)")
 	flag.BoolVar(&c.Minimal, "minimal", envInt("BENCH_MINIMAL", 1) == 1, "also measure the floor: a minimal Go server (net/http, pgx, SELECT 1 per request) under the same load (BENCH_MINIMAL=0 skips)")
+	flag.BoolVar(&c.Hold, "hold", envInt("BENCH_HOLD", 0) == 1, "seed, capture the scripts, then keep PostgreSQL running until interrupted instead of measuring, to investigate by hand (BENCH_HOLD=1)")
 	serve := flag.Bool("serve-minimal", false, "run as that minimal server (DATABASE_URL, API_ADDR); the benchmark starts it")
 	flag.Parse()
 	if *serve {
@@ -212,8 +213,8 @@ func run(ctx context.Context, c config) error {
 	}
 	logf("a debit is %d statements (BEGIN and COMMIT included) in %d round trip(s); pgbench runs them as %s", len(stmts), trips, scripts["spread-prepared"])
 
-	if os.Getenv("BENCH_HOLD") != "" { // investigate: keep the seeded database until interrupted
-		logf("holding: psql %s", url)
+	if c.Hold {
+		logf("holding the seeded database until interrupted: psql %s", url)
 		<-ctx.Done()
 		return nil
 	}
