@@ -431,7 +431,7 @@ SELECT e.id, e.created_at, e.expires_at, e.metadata, u.available_credits FROM e,
 func (s *Store) Debit(ctx context.Context, r ledger.Request, sp ledger.Spend, render ledger.Render) (ledger.Answer, error) {
 	for attempt := 1; attempt <= maxTxAttempts; attempt++ {
 		ans, done, err := s.pipelinedDebit(ctx, r, sp, render)
-		if err != nil && (isRetryable(err) || sameKeyRace(err)) && ctx.Err() == nil {
+		if err != nil && (isRetryable(err) || sameKeyRace(err) || errors.Is(err, errStaleStatement)) && ctx.Err() == nil {
 			continue
 		}
 		if err != nil {

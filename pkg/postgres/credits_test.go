@@ -656,3 +656,38 @@ func TestEveryStatementIsTraced(t *testing.T) {
 		t.Errorf("%d statements sent, %d query spans: %q", statements, queries, names)
 	}
 }
+
+// TestDebitSurvivesDiscardedStatements: when the server has dropped the
+// connection's prepared statements (a pooler's DISCARD ALL, a DEALLOCATE),
+// a debit does not fail: the connection is dropped and the debit runs on a
+// new one, exactly once.
+func TestDebitSurvivesDiscardedStatements(t *testing.T) {
+	t.Parallel()
+	_, url := pgtest.New(t)
+	db, err := postgres.Open(url, postgres.Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ctx := context.Background()
+	s := postgres.NewStore(db)
+	svc := &ledger.Service{Store: s, Decode: clerk.Decode, SignupCredits: 20}
+	if _, err := svc.Process(ctx, delivery("msg_signup", userCreated("user_c", ""))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Debit(ctx, req("k1"), ledger.Spend{Amount: 1, Reason: "generation"}, render); err != nil {
+		t.Fatal(err)
+	}
+	// The pool's one connection, whose statements are now prepared.
+	if _, err := db.ExecContext(ctx, "DEALLOCATE ALL"); err != nil {
+		t.Fatal(err)
+	}
+	ans, err := s.Debit(ctx, req("k2"), ledger.Spend{Amount: 1, Reason: "generation"}, render)
+	if err != nil || ans.Status != 201 {
+		t.Fatalf("debit after DEALLOCATE ALL = %+v, %v; want 201", ans, err)
+	}
+	if b := balance(t, s); b.Available != 18 {
+		t.Errorf("available = %d, want 18 (two debits)", b.Available)
+	}
+	pgtest.CheckInvariants(t, db)
+}

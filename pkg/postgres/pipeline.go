@@ -33,6 +33,17 @@ const (
 	debitStmt       = "creditgate_debit_answered"
 )
 
+// errStaleStatement marks a debit to run again on another connection.
+var errStaleStatement = errors.New("prepared statement out of date on this connection")
+
+// staleStatement reports an error that means the connection's prepared
+// statements are out of date: "prepared statement does not exist" (26000)
+// or "cached plan must not change result type" (0A000).
+func staleStatement(err error) bool {
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	return ok && (pgErr.Code == "26000" || pgErr.Code == "0A000")
+}
+
 // pipelinedDebit runs a debit's common case. done is false when the general
 // path must decide (nothing was changed).
 func (s *Store) pipelinedDebit(ctx context.Context, r ledger.Request, sp ledger.Spend, render ledger.Render) (ans ledger.Answer, done bool, err error) {
@@ -44,6 +55,14 @@ func (s *Store) pipelinedDebit(ctx context.Context, r ledger.Request, sp ledger.
 	err = conn.Raw(func(dc any) error {
 		c := dc.(*stdlib.Conn).Conn()
 		ans, done, err = pipelinedDebitOn(ctx, c, r, sp, render)
+		if staleStatement(err) {
+			// The server no longer has the statement as prepared (a
+			// pooler discarded it, or a migration changed what it returns):
+			// drop this connection, whose pgx-side record is wrong, and let
+			// Debit run again on another.
+			_ = c.Close(context.WithoutCancel(ctx))
+			return fmt.Errorf("%w: %w", errStaleStatement, err)
+		}
 		if err != nil && c.PgConn().TxStatus() != 'I' {
 			// A failed trip leaves the transaction aborted; a connection
 			// that cannot roll back is closed and leaves the pool (stdlib
