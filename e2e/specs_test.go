@@ -390,11 +390,18 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 				}
 			}()
 		}
-		time.Sleep(3 * time.Second)
+		// The load is flowing before the upgrade starts, and keeps flowing
+		// until every old pod has drained and exited, and a while after.
+		Eventually(sent.Load).WithTimeout(time.Minute).Should(BeNumerically(">=", 100), "deliveries before the upgrade")
+		oldPods := strings.Fields(kubectl("get", "pods", "-o", "name",
+			"-l", "app.kubernetes.io/component=webhook,app.kubernetes.io/instance="+env.release))
+		Expect(oldPods).NotTo(BeEmpty())
 		out := installChart("webhook.podAnnotations.e2e-rollout=" + tag())
 		GinkgoWriter.Println(out)
 		kubectl("rollout", "status", "deployment/"+env.release, "--timeout=5m")
-		time.Sleep(5 * time.Second)
+		kubectl(append([]string{"wait", "--for=delete", "--timeout=3m"}, oldPods...)...)
+		after := sent.Load()
+		Eventually(sent.Load).WithTimeout(time.Minute).Should(BeNumerically(">=", after+100), "deliveries after the old pods are gone")
 		close(stop)
 		wg.Wait()
 		GinkgoWriter.Printf("upgrade: %d deliveries during the rollout\n", sent.Load())

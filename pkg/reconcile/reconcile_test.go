@@ -253,7 +253,10 @@ func TestConcurrentReconcilersWithLiveDuplicates(t *testing.T) {
 	}
 	svc := &ledger.Service{Store: postgres.NewStore(db), Decode: clerk.Decode, SignupCredits: 20}
 	var wg sync.WaitGroup
-	errs := make(chan error, 4*users)
+	// Room for every error there can be (2 runs, 4 workers × 2 deliveries
+	// per user), so that no sender blocks and the test fails instead of
+	// hanging.
+	errs := make(chan error, 2+4*2*users)
 	start := make(chan struct{})
 	sums := make([]reconcile.Summary, 2)
 	for r := range 2 {
