@@ -691,3 +691,29 @@ func TestDebitSurvivesDiscardedStatements(t *testing.T) {
 	}
 	pgtest.CheckInvariants(t, db)
 }
+
+// TestNewUserSurvivesDiscardedStatements: a new user's one statement, whose
+// prepared form the server dropped, is prepared again within the delivery
+// instead of answering 503 once.
+func TestNewUserSurvivesDiscardedStatements(t *testing.T) {
+	t.Parallel()
+	_, url := pgtest.New(t)
+	db, err := postgres.Open(url, postgres.Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ctx := context.Background()
+	svc := &ledger.Service{Store: postgres.NewStore(db), Decode: clerk.Decode, SignupCredits: 20}
+	if _, err := svc.Process(ctx, delivery("msg_a", userCreated("user_a", ""))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, "DEALLOCATE ALL"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := svc.Process(ctx, delivery("msg_b", userCreated("user_b", "")))
+	if err != nil || res.Status != ledger.OutcomeProcessed || res.CreditsGranted != 20 {
+		t.Fatalf("delivery after DEALLOCATE ALL = %+v, %v; want processed with 20 credits", res, err)
+	}
+	pgtest.CheckInvariants(t, db)
+}

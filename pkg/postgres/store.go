@@ -192,10 +192,18 @@ func (s *Store) applyNewUser(ctx context.Context, uc ledger.UserChange, payload,
 	// Straight to the driver with bound parameters, prepared once per
 	// connection (pgx's statement cache): no SQL text built per event, and
 	// PostgreSQL plans it once instead of per delivery.
-	err = s.db.DB.QueryRowContext(ctx, newUserSQL, pgx.QueryExecModeCacheStatement,
-		d.SvixID, c.EventType, c.ClerkUserID, payload, raw, d.ReceivedAt, nullable(c.Email), nullableTime(c.UpdatedAt),
-		uc.SignupCredits, ledger.SignupKey(c.ClerkUserID), uc.Outbox,
-	).Scan(&id, &one)
+	for attempt := 1; ; attempt++ {
+		err = s.db.DB.QueryRowContext(ctx, newUserSQL, pgx.QueryExecModeCacheStatement,
+			d.SvixID, c.EventType, c.ClerkUserID, payload, raw, d.ReceivedAt, nullable(c.Email), nullableTime(c.UpdatedAt),
+			uc.SignupCredits, ledger.SignupKey(c.ClerkUserID), uc.Outbox,
+		).Scan(&id, &one)
+		// The server dropped the connection's prepared statement (a
+		// pooler's DISCARD ALL, a DEALLOCATE): pgx has forgotten it now, so
+		// once more prepares it again. Nothing ran.
+		if attempt == 2 || !staleStatement(err) {
+			break
+		}
+	}
 	switch {
 	case err == nil:
 		return true, nil
