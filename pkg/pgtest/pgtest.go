@@ -109,6 +109,12 @@ func Server() *pglocal.Server { return server }
 // New returns a fresh migrated database for t, dropped when t ends, and its URL.
 func New(t testing.TB) (*bun.DB, string) {
 	t.Helper()
+	return NewWith(t, postgres.Options{MaxConns: 40})
+}
+
+// NewWith is New with the handle opened with opts (a small pool, a tracer).
+func NewWith(t testing.TB, opts postgres.Options) (*bun.DB, string) {
+	t.Helper()
 	ctx := context.Background()
 	name := fmt.Sprintf("t_%d_%d", os.Getpid(), counter.Add(1))
 	var err error
@@ -125,7 +131,7 @@ func New(t testing.TB) (*bun.DB, string) {
 		t.Fatalf("create test database: %v", err)
 	}
 	u := urlFor(name)
-	db, err := postgres.Open(u, postgres.Options{MaxConns: 40})
+	db, err := postgres.Open(u, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,11 +38,19 @@ func render(v any, err error) ledger.Answer {
 // creditsEnv is a store with one user holding its 20 signup credits.
 func creditsEnv(t *testing.T) (*postgres.Store, *bun.DB) {
 	t.Helper()
-	svc, db := newService(t)
+	return creditsEnvWith(t, postgres.Options{MaxConns: 40})
+}
+
+// creditsEnvWith is creditsEnv on a handle opened with opts.
+func creditsEnvWith(t *testing.T, opts postgres.Options) (*postgres.Store, *bun.DB) {
+	t.Helper()
+	db, _ := pgtest.NewWith(t, opts)
+	s := postgres.NewStore(db)
+	svc := &ledger.Service{Store: s, Decode: clerk.Decode, SignupCredits: 20}
 	if _, err := svc.Process(context.Background(), delivery("msg_signup", userCreated("user_c", ""))); err != nil {
 		t.Fatal(err)
 	}
-	return svc.Store.(*postgres.Store), db
+	return s, db
 }
 
 func req(key string) ledger.Request {
@@ -475,19 +483,9 @@ func (tr *tracer) take() []string {
 // answers as before.
 func TestDebitIsOneTrip(t *testing.T) {
 	t.Parallel()
-	db, url := pgtest.New(t)
-	ctx := context.Background()
-	svc := &ledger.Service{Store: postgres.NewStore(db), Decode: clerk.Decode, SignupCredits: 20}
-	if _, err := svc.Process(ctx, delivery("msg_signup", userCreated("user_c", ""))); err != nil {
-		t.Fatal(err)
-	}
 	tr := &tracer{}
-	traced, err := postgres.Open(url, postgres.Options{Tracer: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { traced.Close() })
-	s := postgres.NewStore(traced)
+	s, db := creditsEnvWith(t, postgres.Options{Tracer: tr})
+	ctx := context.Background()
 	spend := ledger.Spend{Amount: 3, Reason: "generation", Reference: "job-1", Metadata: []byte(`{"model": "x", "n": 1}`)}
 	tr.take()
 	first, err := s.Debit(ctx, req("k1"), spend, render)
@@ -573,15 +571,10 @@ func TestAnswerEntriesMigrationDown(t *testing.T) {
 // value from it (bun's statements carry values inline, emails included).
 func TestEveryStatementIsTraced(t *testing.T) {
 	t.Parallel()
-	_, url := pgtest.New(t)
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	counted := &tracer{}
-	db, err := postgres.Open(url, postgres.Options{Tracing: true, TracerProvider: tp, Tracer: counted})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, _ := pgtest.NewWith(t, postgres.Options{Tracing: true, TracerProvider: tp, Tracer: counted})
 	// Statements are traced inside a request's span, as the service makes one.
 	ctx, parent := tp.Tracer("test").Start(context.Background(), "request")
 	s := postgres.NewStore(db)
@@ -663,18 +656,8 @@ func TestEveryStatementIsTraced(t *testing.T) {
 // new one, exactly once.
 func TestDebitSurvivesDiscardedStatements(t *testing.T) {
 	t.Parallel()
-	_, url := pgtest.New(t)
-	db, err := postgres.Open(url, postgres.Options{MaxConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	s, db := creditsEnvWith(t, postgres.Options{MaxConns: 1})
 	ctx := context.Background()
-	s := postgres.NewStore(db)
-	svc := &ledger.Service{Store: s, Decode: clerk.Decode, SignupCredits: 20}
-	if _, err := svc.Process(ctx, delivery("msg_signup", userCreated("user_c", ""))); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := s.Debit(ctx, req("k1"), ledger.Spend{Amount: 1, Reason: "generation"}, render); err != nil {
 		t.Fatal(err)
 	}
@@ -697,12 +680,7 @@ func TestDebitSurvivesDiscardedStatements(t *testing.T) {
 // instead of answering 503 once.
 func TestNewUserSurvivesDiscardedStatements(t *testing.T) {
 	t.Parallel()
-	_, url := pgtest.New(t)
-	db, err := postgres.Open(url, postgres.Options{MaxConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, _ := pgtest.NewWith(t, postgres.Options{MaxConns: 1})
 	ctx := context.Background()
 	svc := &ledger.Service{Store: postgres.NewStore(db), Decode: clerk.Decode, SignupCredits: 20}
 	if _, err := svc.Process(ctx, delivery("msg_a", userCreated("user_a", ""))); err != nil {

@@ -301,14 +301,9 @@ func TestNewUserPathNeverHalfApplies(t *testing.T) {
 // for a new user is one statement and one commit, not a transaction.
 func TestNewUserIsOneStatement(t *testing.T) {
 	t.Parallel()
-	db, url := pgtest.New(t)
 	tr := &tracer{}
-	traced, err := postgres.Open(url, postgres.Options{Tracer: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { traced.Close() })
-	svc := &ledger.Service{Store: postgres.NewStore(traced), Decode: clerk.Decode, SignupCredits: 20}
+	db, _ := pgtest.NewWith(t, postgres.Options{Tracer: tr})
+	svc := &ledger.Service{Store: postgres.NewStore(db), Decode: clerk.Decode, SignupCredits: 20}
 	res, err := svc.Process(context.Background(), delivery("msg_one", userCreated("user_one", "one@example.com")))
 	if err != nil || res.CreditsGranted != 20 {
 		t.Fatalf("Process = %+v, %v", res, err)

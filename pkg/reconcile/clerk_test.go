@@ -327,12 +327,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value str
 // for the whole call.)
 func TestSlowClerkHoldsNoConnection(t *testing.T) {
 	t.Parallel()
-	_, url := pgtest.New(t)
-	db, err := postgres.Open(url, postgres.Options{MaxConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, _ := pgtest.NewWith(t, postgres.Options{MaxConns: 1})
 	ctx := context.Background()
 	fake := clerkfake.New()
 	fake.SetSecretKey(secretKey)
