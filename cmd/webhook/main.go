@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/uptrace/bun"
 	"go.opentelemetry.io/otel"
 
@@ -201,15 +200,14 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 
 	store := postgres.NewStore(db)
 	reg := telemetry.NewRegistry()
-	reg.MustRegister(collectors.NewDBStatsCollector(db.DB, "creditgate"))
+	reg.MustRegister(postgres.NewPoolCollector(db))
 	reg.MustRegister(reconcile.NewBacklogCollector(store.Backlog, cfg.BacklogRefresh, log))
 	verifier, err := webhook.NewVerifier(cfg.Secrets)
 	if err != nil {
 		return fmt.Errorf("CLERK_WEBHOOK_SIGNING_SECRET: %w", err)
 	}
 	svc := &ledger.Service{
-		// Deliveries queue first come, first served for the pool's connections.
-		Store:           webhook.FIFO(store, cfg.DBMaxConns),
+		Store:           store,
 		Decode:          clerk.Decode,
 		SignupCredits:   cfg.SignupCredits,
 		ForfeitOnDelete: cfg.ForfeitOnDelete,

@@ -101,7 +101,7 @@ func TestServeHandlesEventAndShutsDownGracefully(t *testing.T) {
 	for _, want := range []string{
 		`creditgate_webhook_deliveries_total{outcome="processed"} 1`,
 		`creditgate_credits_granted_total 7`,
-		`go_sql_max_open_connections{db_name="creditgate"} 10`,
+		`creditgate_db_pool_max_connections 10`,
 		`creditgate_backlog_query_up 1`,
 		`creditgate_users_without_signup_credit 0`,
 		`creditgate_webhook_events_unfinished{status="failed"} 0`,

@@ -46,11 +46,13 @@ func lockAccount(ctx context.Context, tx bun.Tx, clerkID string) (account, error
 }
 
 // prepared runs one statement straight through pgx with bound parameters,
-// prepared once per connection (pgx's statement cache): PostgreSQL plans it
-// once per connection instead of per request, and no SQL text is built per
-// request. The API's hot statements go this way.
-func prepared(ctx context.Context, tx bun.Tx, query string, args ...any) *sql.Row {
-	return tx.Tx.QueryRowContext(ctx, query, append([]any{pgx.QueryExecModeCacheStatement}, args...)...)
+// in the handle's statement mode: by default prepared once per connection
+// (pgx's statement cache), so PostgreSQL plans it once per connection
+// instead of per request, and no SQL text is built per request; behind a
+// pooler that cannot keep prepared statements, sent whole each time. The
+// API's hot statements go this way.
+func (s *Store) prepared(ctx context.Context, tx bun.Tx, query string, args ...any) *sql.Row {
+	return tx.Tx.QueryRowContext(ctx, query, append([]any{s.mode}, args...)...)
 }
 
 // lockRequestSQL locks the account and reads, in the same round trip, the
@@ -158,7 +160,7 @@ func (s *Store) apiWrite(ctx context.Context, clerkID string, r ledger.Request, 
 	var err error
 	for attempt := 1; attempt <= maxTxAttempts; attempt++ {
 		err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-			a, st, err := scanLockRequest(prepared(ctx, tx, lockRequestSQL, clerkID, r.Key), clerkID)
+			a, st, err := scanLockRequest(s.prepared(ctx, tx, lockRequestSQL, clerkID, r.Key), clerkID)
 			switch {
 			case err != nil:
 				return err
@@ -177,7 +179,7 @@ func (s *Store) apiWrite(ctx context.Context, clerkID string, r ledger.Request, 
 			}
 			ans = render(result, err)
 			var one int
-			return prepared(ctx, tx, `INSERT INTO api_requests (user_id, idempotency_key, fingerprint, status, response, actor)
+			return s.prepared(ctx, tx, `INSERT INTO api_requests (user_id, idempotency_key, fingerprint, status, response, actor)
 				VALUES ($1, $2, $3, $4, $5, $6) RETURNING 1`, a.ID, r.Key, r.Fingerprint, ans.Status, ans.Body, nullable(r.Actor)).Scan(&one)
 		})
 		if !sameKeyRace(err) {
@@ -430,6 +432,9 @@ SELECT e.id, e.created_at, e.expires_at, e.metadata, u.available_credits FROM e,
 // pipelinedDebit); every other case runs the general path.
 func (s *Store) Debit(ctx context.Context, r ledger.Request, sp ledger.Spend, render ledger.Render) (ledger.Answer, error) {
 	for attempt := 1; attempt <= maxTxAttempts; attempt++ {
+		if s.mode != pgx.QueryExecModeCacheStatement {
+			break // one trip needs prepared statements; the general path needs none
+		}
 		ans, done, err := s.pipelinedDebit(ctx, r, sp, render)
 		if err != nil && (isRetryable(err) || sameKeyRace(err) || errors.Is(err, errStaleStatement)) && ctx.Err() == nil {
 			continue
@@ -446,7 +451,7 @@ func (s *Store) Debit(ctx context.Context, r ledger.Request, sp ledger.Spend, re
 		if err := expireHolds(ctx, tx, a); err != nil {
 			return nil, err
 		}
-		v, err := scanDebit(prepared(ctx, tx, debitSQL, debitArgs(r, sp)...), a.ClerkID, r, sp)
+		v, err := scanDebit(s.prepared(ctx, tx, debitSQL, debitArgs(r, sp)...), a.ClerkID, r, sp)
 		if errors.Is(err, sql.ErrNoRows) {
 			// The request is new and the account open (apiWrite), its
 			// expired holds booked: the lots hold too little.

@@ -5,6 +5,8 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/multitracer"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
@@ -30,8 +33,12 @@ var ErrInvalidURL = errors.New("not a valid PostgreSQL URL (postgres://user:pass
 // CheckURL reports whether url is a connection string Open accepts, without
 // connecting.
 func CheckURL(url string) error {
-	if _, err := pgx.ParseConfig(url); err != nil {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
 		return ErrInvalidURL
+	}
+	if cfg.ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeDescribeExec {
+		return ErrDescribeExec
 	}
 	return nil
 }
@@ -60,15 +67,31 @@ type Options struct {
 	Tracer pgx.QueryTracer
 }
 
-// Open connects to the database at url. It does not ping; use Ready for that.
+// Open connects to the database at url through a pgx pool (pgxpool) under
+// bun. It does not connect; use Ready for that.
+//
+// The pool, not database/sql, hands out connections: database/sql keeps
+// none idle and opens each through the pool, whose waiters are served first
+// come, first served (database/sql gives a freed connection to a random
+// waiter, which made the latency tail). Everyone on the handle (deliveries,
+// the outbox worker, the credits API, the gauges) waits in that one queue.
+//
+// url's default_query_exec_mode (pgx's; cache_statement when absent) is the
+// mode of the hot paths' statements: cache_statement prepares each once per
+// connection; exec or simple_protocol send them whole, as PgBouncer in
+// transaction mode before 1.21 needs. bun's own statements always go as
+// simple queries: bun writes their values into the text.
 func Open(url string, opts Options) (*bun.DB, error) {
-	cfg, err := pgx.ParseConfig(url)
+	pcfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgx's message may echo the URL, password included: keep it out.
 		return nil, ErrInvalidURL
 	}
-	// bun formats arguments into the SQL text itself, so server-side prepared
-	// statements would only fill pgx's cache with one-off texts.
+	cfg := pcfg.ConnConfig
+	mode := cfg.DefaultQueryExecMode
+	if mode == pgx.QueryExecModeDescribeExec {
+		return nil, ErrDescribeExec
+	}
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 	var tracers []pgx.QueryTracer
 	if opts.Tracing {
@@ -94,38 +117,92 @@ func Open(url string, opts Options) (*bun.DB, error) {
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "creditgate"
 	}
-	var connOpts []stdlib.OptionOpenDB
 	if opts.LockTimeout > 0 {
 		// Per connection, not as a startup parameter: PgBouncer refuses
-		// startup parameters it does not know.
+		// startup parameters it does not know. (Behind PgBouncer in
+		// transaction mode a SET does not follow the client: set it for the
+		// role there too; docs/database.md.)
 		set := fmt.Sprintf("SET lock_timeout = %d", opts.LockTimeout.Milliseconds())
-		connOpts = append(connOpts, stdlib.OptionAfterConnect(func(ctx context.Context, conn *pgx.Conn) error {
+		pcfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
 			_, err := conn.Exec(ctx, set)
 			return err
-		}))
+		}
 	}
-	sqldb := stdlib.OpenDB(*cfg, connOpts...)
 	n := opts.MaxConns
 	if n <= 0 {
 		n = 10
 	}
-	sqldb.SetMaxOpenConns(n)
-	sqldb.SetMaxIdleConns(n)
-	sqldb.SetConnMaxIdleTime(5 * time.Minute)
-	sqldb.SetConnMaxLifetime(30 * time.Minute)
-
+	pcfg.MaxConns = int32(n)
+	pcfg.MinConns = 0
+	pcfg.MaxConnIdleTime = 5 * time.Minute
+	pcfg.MaxConnLifetime = 30 * time.Minute
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("database pool: %w", err)
+	}
+	sqldb := sql.OpenDB(&poolConnector{Connector: stdlib.GetPoolConnector(pool),
+		driver: &poolDriver{Driver: stdlib.GetDefaultDriver(), pool: pool, mode: mode}})
+	// Every connection comes from the pool and goes back to it at once:
+	// database/sql keeps none, so that it never queues anyone itself.
+	sqldb.SetMaxIdleConns(0)
 	return bun.NewDB(sqldb, pgdialect.New()), nil
+}
+
+// ErrDescribeExec refuses pgx's describe_exec mode, which PgBouncer breaks
+// (the describe and the execute may reach different server connections)
+// and which has no advantage here.
+var ErrDescribeExec = errors.New("default_query_exec_mode=describe_exec is not supported: " +
+	"use cache_statement (the default), or exec behind PgBouncer in transaction mode")
+
+// poolConnector opens database/sql's connections from a pgx pool and closes
+// the pool with the sql.DB.
+type poolConnector struct {
+	driver.Connector
+	driver *poolDriver
+}
+
+func (c *poolConnector) Driver() driver.Driver { return c.driver }
+
+func (c *poolConnector) Close() error {
+	c.driver.pool.Close()
+	return nil
+}
+
+// poolDriver is how a handle's pool and statement mode are found again
+// (sql.DB hands out its connector's driver, nothing else of it).
+type poolDriver struct {
+	driver.Driver
+	pool *pgxpool.Pool
+	mode pgx.QueryExecMode
+}
+
+// Pool returns the pgx pool under db (nil for a handle Open did not make).
+func Pool(db *bun.DB) *pgxpool.Pool {
+	if d, ok := db.DB.Driver().(*poolDriver); ok {
+		return d.pool
+	}
+	return nil
+}
+
+// statementMode is the hot paths' statement mode on db.
+func statementMode(db *bun.DB) pgx.QueryExecMode {
+	if d, ok := db.DB.Driver().(*poolDriver); ok {
+		return d.mode
+	}
+	return pgx.QueryExecModeCacheStatement
 }
 
 // Store is the bun implementation of ledger.Store.
 type Store struct {
 	db *bun.DB
+	// mode is how the hot paths send their statements (Open).
+	mode pgx.QueryExecMode
 }
 
 var _ ledger.Store = (*Store)(nil)
 
 // NewStore returns a Store over db.
-func NewStore(db *bun.DB) *Store { return &Store{db: db} }
+func NewStore(db *bun.DB) *Store { return &Store{db: db, mode: statementMode(db)} }
 
 // DB returns the underlying handle (for tests and the reconciler's queries).
 func (s *Store) DB() *bun.DB { return s.db }

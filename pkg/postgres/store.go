@@ -8,7 +8,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
 
@@ -193,7 +192,7 @@ func (s *Store) applyNewUser(ctx context.Context, uc ledger.UserChange, payload,
 	// connection (pgx's statement cache): no SQL text built per event, and
 	// PostgreSQL plans it once instead of per delivery.
 	for attempt := 1; ; attempt++ {
-		err = s.db.DB.QueryRowContext(ctx, newUserSQL, pgx.QueryExecModeCacheStatement,
+		err = s.db.DB.QueryRowContext(ctx, newUserSQL, s.mode,
 			d.SvixID, c.EventType, c.ClerkUserID, payload, raw, d.ReceivedAt, nullable(c.Email), nullableTime(c.UpdatedAt),
 			uc.SignupCredits, ledger.SignupKey(c.ClerkUserID), uc.Outbox,
 		).Scan(&id, &one)
