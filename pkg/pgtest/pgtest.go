@@ -2,6 +2,12 @@
 // template database is migrated once per test binary and every test gets a
 // fresh clone of it (the exposure-notifications pattern). The server is a
 // throwaway local cluster (pkg/pglocal) unless TEST_DATABASE_URL names one.
+//
+// With TEST_PGBOUNCER set (to a pgx statement mode, exec or simple_protocol;
+// any other value means exec), the tests' handles and URLs reach the server
+// through a PgBouncer in transaction mode that pgtest starts (pglocal), as a
+// team running PgBouncer before 1.21 would configure creditgate; creating
+// and migrating the databases still goes to the server directly.
 package pgtest
 
 import (
@@ -11,10 +17,9 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/uptrace/bun"
 
@@ -30,8 +35,16 @@ var templateDB = fmt.Sprintf("creditgate_template_%d", os.Getpid())
 var (
 	server  *pglocal.Server // nil when TEST_DATABASE_URL is used
 	baseURL *url.URL
-	admin   *bun.DB
-	counter atomic.Int64
+	// clientURL is where tests connect: baseURL, or the bouncer in front of
+	// it with the statement mode set.
+	clientURL *url.URL
+	bouncer   *pglocal.Bouncer
+	admin     *bun.DB
+	counter   atomic.Int64
+	// createMu serialises this process's CREATE DATABASE … TEMPLATE: two at
+	// once from one template fail ("being accessed by other users"). Other
+	// processes have templates of their own.
+	createMu sync.Mutex
 )
 
 // Main starts PostgreSQL, migrates the template database, runs the tests and
@@ -45,6 +58,9 @@ func Main(m *testing.M) int {
 	code := m.Run()
 	_, _ = admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+templateDB+" WITH (FORCE)")
 	admin.Close()
+	if bouncer != nil {
+		_ = bouncer.Close()
+	}
 	if server != nil {
 		_ = server.Close()
 	}
@@ -77,6 +93,21 @@ func setup(ctx context.Context) error {
 			return err
 		}
 	}
+	clientURL = baseURL
+	if mode := os.Getenv("TEST_PGBOUNCER"); mode != "" {
+		if mode != "simple_protocol" {
+			mode = "exec"
+		}
+		bouncer, err = pglocal.StartBouncer(ctx, pglocal.BouncerOptions{Server: baseURL.Host})
+		if err != nil {
+			return fmt.Errorf("TEST_PGBOUNCER: %w", err)
+		}
+		raw, _ := bouncer.URL(baseURL.String())
+		clientURL, _ = url.Parse(raw)
+		q := clientURL.Query()
+		q.Set("default_query_exec_mode", mode)
+		clientURL.RawQuery = q.Encode()
+	}
 	admin, err = postgres.Open(urlFor("postgres"), postgres.Options{MaxConns: 2})
 	if err != nil {
 		return err
@@ -106,6 +137,27 @@ func urlFor(db string) string {
 // TEST_DATABASE_URL (tests that stop the server then skip).
 func Server() *pglocal.Server { return server }
 
+// ThroughPooler reports whether tests connect through PgBouncer
+// (TEST_PGBOUNCER): no protocol-level prepared statements then.
+func ThroughPooler() bool { return bouncer != nil }
+
+// StatementMode is the statement mode tests' handles use through the
+// pooler ("exec" or "simple_protocol"), or "" (pgx's default, prepared
+// statements) without one.
+func StatementMode() string {
+	if bouncer == nil {
+		return ""
+	}
+	return clientURL.Query().Get("default_query_exec_mode")
+}
+
+// clientURLFor is the URL tests use for database db.
+func clientURLFor(db string) string {
+	u := *clientURL
+	u.Path = "/" + db
+	return u.String()
+}
+
 // New returns a fresh migrated database for t, dropped when t ends, and its URL.
 func New(t testing.TB) (*bun.DB, string) {
 	t.Helper()
@@ -117,20 +169,13 @@ func NewWith(t testing.TB, opts postgres.Options) (*bun.DB, string) {
 	t.Helper()
 	ctx := context.Background()
 	name := fmt.Sprintf("t_%d_%d", os.Getpid(), counter.Add(1))
-	var err error
-	for i := 0; i < 20; i++ {
-		// CREATE DATABASE … TEMPLATE fails while another session is connected
-		// to the template (a parallel clone); retry briefly.
-		if _, err = admin.ExecContext(ctx, "CREATE DATABASE "+name+" TEMPLATE "+templateDB); err == nil ||
-			!strings.Contains(err.Error(), "is being accessed by other users") {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	createMu.Lock()
+	_, err := admin.ExecContext(ctx, "CREATE DATABASE "+name+" TEMPLATE "+templateDB)
+	createMu.Unlock()
 	if err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
-	u := urlFor(name)
+	u := clientURLFor(name)
 	db, err := postgres.Open(u, opts)
 	if err != nil {
 		t.Fatal(err)

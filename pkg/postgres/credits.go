@@ -432,8 +432,8 @@ SELECT e.id, e.created_at, e.expires_at, e.metadata, u.available_credits FROM e,
 // pipelinedDebit); every other case runs the general path.
 func (s *Store) Debit(ctx context.Context, r ledger.Request, sp ledger.Spend, render ledger.Render) (ledger.Answer, error) {
 	for attempt := 1; attempt <= maxTxAttempts; attempt++ {
-		if s.mode != pgx.QueryExecModeCacheStatement {
-			break // one trip needs prepared statements; the general path needs none
+		if !pipelinesIn(s.mode) {
+			break
 		}
 		ans, done, err := s.pipelinedDebit(ctx, r, sp, render)
 		if err != nil && (isRetryable(err) || sameKeyRace(err) || errors.Is(err, errStaleStatement)) && ctx.Err() == nil {

@@ -54,7 +54,7 @@ func (s *Store) pipelinedDebit(ctx context.Context, r ledger.Request, sp ledger.
 	defer conn.Close()
 	err = conn.Raw(func(dc any) error {
 		c := dc.(*stdlib.Conn).Conn()
-		ans, done, err = pipelinedDebitOn(ctx, c, r, sp, render)
+		ans, done, err = pipelinedDebitOn(ctx, c, s.mode, r, sp, render)
 		if staleStatement(err) {
 			// The server no longer has the statement as prepared (a
 			// pooler discarded it, or a migration changed what it returns):
@@ -74,28 +74,46 @@ func (s *Store) pipelinedDebit(ctx context.Context, r ledger.Request, sp ledger.
 	return ans, done, err
 }
 
-func pipelinedDebitOn(ctx context.Context, c *pgx.Conn, r ledger.Request, sp ledger.Spend, render ledger.Render) (ledger.Answer, bool, error) {
-	lock, err := c.Prepare(ctx, lockRequestStmt, lockRequestSQL)
-	if err != nil {
-		return ledger.Answer{}, false, err
-	}
-	debit, err := c.Prepare(ctx, debitStmt, debitAnsweredSQL)
-	if err != nil {
-		return ledger.Answer{}, false, err
-	}
+// pipelinesIn reports whether the pipelined paths run in statement mode m:
+// with statements prepared per connection (cache_statement) or sent whole
+// with their parameters (exec, as behind PgBouncer before 1.21); simple
+// protocol has no pipelines.
+func pipelinesIn(m pgx.QueryExecMode) bool {
+	return m == pgx.QueryExecModeCacheStatement || m == pgx.QueryExecModeExec
+}
+
+func pipelinedDebitOn(ctx context.Context, c *pgx.Conn, mode pgx.QueryExecMode, r ledger.Request, sp ledger.Spend, render ledger.Render) (ledger.Answer, bool, error) {
 	// The answer's status is the renderer's for a success.
 	status := render(ledger.EntryView{}, nil).Status
+	lockArgs := []any{r.ClerkID, r.Key}
+	dargs := append(debitArgs(r, sp), r.Fingerprint, status)
 
-	p := newPipe(ctx, c)
-	p.exec("begin")
-	p.query(lock, r.ClerkID, r.Key)
-	p.query(debit, append(debitArgs(r, sp), r.Fingerprint, status)...)
+	var p *pipe
+	if mode == pgx.QueryExecModeCacheStatement {
+		lock, err := c.Prepare(ctx, lockRequestStmt, lockRequestSQL)
+		if err != nil {
+			return ledger.Answer{}, false, err
+		}
+		debit, err := c.Prepare(ctx, debitStmt, debitAnsweredSQL)
+		if err != nil {
+			return ledger.Answer{}, false, err
+		}
+		p = newPipe(ctx, c)
+		p.exec("begin")
+		p.query(lock, lockArgs...)
+		p.query(debit, dargs...)
+	} else {
+		p = newPipe(ctx, c)
+		p.exec("begin")
+		p.querySQL(lockRequestSQL, lockArgs...)
+		p.querySQL(debitAnsweredSQL, dargs...)
+	}
 	p.exec("commit")
 	var a account
 	var st storedAnswer
 	var v ledger.EntryView
 	var found, debited bool
-	err = p.run(
+	err := p.run(
 		nil,
 		func(rr *pgconn.ResultReader) (err error) {
 			if found = rr.NextRow(); found {
@@ -181,6 +199,17 @@ func (p *pipe) query(sd *pgconn.StatementDescription, args ...any) {
 	}
 	p.p.SendQueryStatement(sd, b.ParamValues, b.ParamFormats, b.ResultFormats)
 	p.sent = append(p.sent, pipeItem{sql: sd.SQL, args: args})
+}
+
+// querySQL queues a statement sent whole with its parameters (an unnamed
+// statement, whose parameter types the server infers: pgx's exec mode).
+func (p *pipe) querySQL(sql string, args ...any) {
+	var b pgx.ExtendedQueryBuilder
+	if err := b.Build(p.c.TypeMap(), nil, args); err != nil && p.err == nil {
+		p.err = fmt.Errorf("encode the arguments of %.40q: %w", sql, err)
+	}
+	p.p.SendQueryParams(sql, b.ParamValues, nil, b.ParamFormats, b.ResultFormats)
+	p.sent = append(p.sent, pipeItem{sql: sql, args: args})
 }
 
 // run sends the trip and reads each statement's result, handing the ones

@@ -233,6 +233,22 @@ func TestDatabaseDown(t *testing.T) {
 	}
 	up = true
 
+	// The receiver's pool reconnects on its own; readiness says when. Bounded,
+	// as a kubelet's probe would be. (Through PgBouncer, a server that was
+	// down is not tried again for server_login_retry: readiness covers that
+	// too.)
+	ready := false
+	for range 50 {
+		if c.do(t, http.MethodGet, "/readyz", nil, nil).Status == http.StatusOK {
+			ready = true
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !ready {
+		t.Fatal("/readyz did not return 200 within 5s of the restart")
+	}
+
 	// A fresh pool for the assertions: the receiver's pool may still hold
 	// connections the restart killed.
 	check, err := postgres.Open(dbURL, postgres.Options{MaxConns: 2})
@@ -245,20 +261,6 @@ func TestDatabaseDown(t *testing.T) {
 		Entries:  []string{"user_1 signup_bonus 20 msg_1"},
 		Events:   map[string]string{"msg_1": "processed"},
 	})
-
-	// The receiver's pool reconnects on its own; readiness says when. Bounded,
-	// as a kubelet's probe would be.
-	ready := false
-	for range 50 {
-		if c.do(t, http.MethodGet, "/readyz", nil, nil).Status == http.StatusOK {
-			ready = true
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if !ready {
-		t.Fatal("/readyz did not return 200 within 5s of the restart")
-	}
 
 	// Svix retries the same message, re-signed with a fresh timestamp. A dead
 	// pooled connection may still cost one more 503, which Svix would retry.
