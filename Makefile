@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: generate dev dev-reset test test-go test-pgbouncer test-chart vet fmt-check lint actionlint build image image-push fuzz bench bench-api e2e e2e-kind chart-check cluster-up cluster-down
+.PHONY: generate dev dev-reset test test-go test-pgbouncer test-chart vet fmt-check lint golangci-lint shellcheck actionlint build image image-push fuzz bench bench-api e2e e2e-kind chart-check cluster-up cluster-down
 
 # make dev's state (cluster, logs, signing secret, binaries); it ignores itself
 # in git. DEV_PG_PORT, HTTP_ADDR, METRICS_ADDR and API_ADDR choose its ports.
@@ -36,7 +36,7 @@ test:
 	echo "make test: all green in $$(took) ($(TEST_STEPS))"
 
 test-go:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -shuffle=on ./...
 	cd hack/tools && $(GO) test -count=1 ./...
 
 # The delivery path's and the credits API's tests again, through a real
@@ -64,10 +64,24 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-lint: fmt-check vet actionlint
+# golangci-lint (pinned, built once by hack/tools.sh; .golangci.yml holds the
+# linters and the depguard rules that keep the layers apart) on the three Go
+# modules, shellcheck on the shell glue, actionlint on the workflows, tidy
+# go.mod files.
+lint: fmt-check vet actionlint golangci-lint shellcheck
 	$(GO) mod tidy -diff
 	cd e2e && $(GO) mod tidy -diff
 	cd hack/tools && $(GO) mod tidy -diff
+
+golangci-lint:
+	@bin=$$(bash hack/tools.sh golangci-lint) && \
+	for mod in . e2e hack/tools; do \
+	  echo "golangci-lint: $$mod"; (cd $$mod && $$bin/golangci-lint run ./...) || exit 1; \
+	done
+
+shellcheck:
+	@command -v shellcheck >/dev/null || { echo "shellcheck: not installed (apt-get install shellcheck)"; exit 1; }
+	shellcheck -x hack/*.sh hack/cluster/*.sh .ci/run
 
 # The GitHub Actions workflows (.github/workflows), with actionlint built from
 # the Go module proxy: about a minute of CPU cold, under a second warm. It runs

@@ -341,7 +341,7 @@ func footprint(ctx context.Context, clerkIDs, svixIDs []string) map[string][]str
 	} {
 		var rows []string
 		Expect(env.db.NewRaw(fmt.Sprintf("SELECT t::text FROM %s t WHERE %s ORDER BY t::text", table, where),
-			bun.In(clerkIDs), bun.In(svixIDs)).Scan(ctx, &rows)).To(Succeed())
+			bun.List(clerkIDs), bun.List(svixIDs)).Scan(ctx, &rows)).To(Succeed())
 		if len(rows) > 0 {
 			out[table] = rows
 		}

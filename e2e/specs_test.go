@@ -283,7 +283,7 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 		metadataWrites := func() []int { return []int{env.fake.MetadataWrites(lost), env.fake.MetadataWrites(failed)} }
 		Eventually(metadataWrites).Should(Equal([]int{1, 1}))
 		Eventually(ctx, func(ctx context.Context) int {
-			return count(ctx, "SELECT count(*) FROM clerk_metadata_outbox WHERE clerk_id IN (?) AND status = 'delivered'", bun.In(ids))
+			return count(ctx, "SELECT count(*) FROM clerk_metadata_outbox WHERE clerk_id IN (?) AND status = 'delivered'", bun.List(ids))
 		}).Should(Equal(2))
 
 		// A second run finds nothing to heal: no grant anywhere, and these

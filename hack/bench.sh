@@ -342,7 +342,7 @@ tail -c +"$((offset + 1))" "$pglog" | awk -v dir="$work" '
 		}
 		return out sql
 	}
-	# parse_params: "$1 = 'a''b', $2 = NULL" into params[1..].
+	# parse_params: the parameter values of a log line ($1 = a quoted value or NULL, ...) into params[1..].
 	function parse_params(text, params,   num, j, v) {
 		delete params
 		while (match(text, /^\$[0-9]+ = /)) {

@@ -34,6 +34,7 @@ export E2E_WEBHOOK_URL=http://127.0.0.1:30080/api/webhooks/clerk
 export E2E_VALUES=$PWD/hack/kind/values.yaml
 # Pods reach the suite's fake Clerk API on the host through the kind network's gateway.
 export E2E_HOST_IP=${E2E_HOST_IP:-$(docker network inspect kind -f '{{(index .IPAM.Config 0).Gateway}}')}
-export E2E_KUBECTL=$(command -v kubectl)
+E2E_KUBECTL=$(command -v kubectl)
+export E2E_KUBECTL
 export E2E_HELM=$tools_bin/helm
 bash hack/e2e-run.sh

@@ -44,7 +44,8 @@ if git rev-parse --verify -q "$PREVIOUS_REF^{commit}" >/dev/null 2>&1; then
   prev=$RUN_DIR/previous
   rm -rf "$prev" && mkdir -p "$prev"
   git archive "$PREVIOUS_REF" | tar -x -C "$prev"
-  export E2E_PREVIOUS_IMAGE=creditgate:prev-$(git rev-parse --short "$PREVIOUS_REF")
+  E2E_PREVIOUS_IMAGE=creditgate:prev-$(git rev-parse --short "$PREVIOUS_REF")
+  export E2E_PREVIOUS_IMAGE
   (cd "$prev/hack/tools" && go run ./image -repo "$prev" -version "prev-$PREVIOUS_REF" -tag "$E2E_PREVIOUS_IMAGE" -out "$RUN_DIR/previous-image.tar")
   bash hack/cluster/load-image.sh "$RUN_DIR/previous-image.tar"
   export E2E_PREVIOUS_CHART=$prev/charts/creditgate
@@ -62,7 +63,8 @@ if [[ -z ${E2E_VALUES:-} ]]; then
   printf 'tests:\n  serviceAddress: env\n' >"$RUN_DIR/e2e-values.yaml"
   export E2E_VALUES=$RUN_DIR/e2e-values.yaml
 fi
-export E2E_HOST_IP=$(node_ip)
+E2E_HOST_IP=$(node_ip)
+export E2E_HOST_IP
 export E2E_KUBECTL=$K8S_BIN/kubectl
 export E2E_HELM=$tools_bin/helm
 export PATH=$K8S_BIN:$tools_bin:$PATH

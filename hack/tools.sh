@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # tools.sh: install the pinned tools the chart checks use (helm, promtool)
-# into a cache directory and print that bin directory on stdout.
+# and, when named, the linter (golangci-lint) into a cache directory and print
+# that bin directory on stdout.
 #
 #   bin=$(bash hack/tools.sh)          # then "$bin/helm", "$bin/promtool"
 #   PATH="$(bash hack/tools.sh):$PATH"
+#   bash hack/tools.sh golangci-lint   # only that one
 #
 # Each tool is built from source with `GOBIN=$CACHE/bin go install pkg@version`
 # (the Go module proxy is the only registry we reach). A binary is rebuilt only
@@ -24,6 +26,7 @@ BIN=$CACHE/bin
 
 HELM_VERSION=v3.22.0
 PROMTOOL_VERSION=v0.316.0
+GOLANGCI_LINT_VERSION=v2.15.0
 
 # Helm's release builds stamp the Kubernetes version that `helm template` and
 # `helm lint` assume (from its client-go, v0.37 -> 1.37) and Helm's own
@@ -99,6 +102,20 @@ install() {
 }
 
 mkdir -p "$BIN"
-install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$HELM_LDFLAGS"
-install promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION" "$PROMTOOL_LDFLAGS" "$PROMTOOL_TAGS"
+tools=("$@")
+((${#tools[@]})) || tools=(helm promtool)
+for tool in "${tools[@]}"; do
+  case $tool in
+  helm) install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$HELM_LDFLAGS" ;;
+  promtool) install promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION" "$PROMTOOL_LDFLAGS" "$PROMTOOL_TAGS" ;;
+  golangci-lint)
+    install golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint "$GOLANGCI_LINT_VERSION" \
+      "-s -w -X main.version=${GOLANGCI_LINT_VERSION#v}"
+    ;;
+  *)
+    log "unknown tool $tool (helm, promtool, golangci-lint)"
+    exit 2
+    ;;
+  esac
+done
 echo "$BIN"

@@ -278,16 +278,16 @@ func BenchmarkMessage(b *testing.B) {
 }
 
 func TestKSUID(t *testing.T) {
-	var zero, max [20]byte
-	for i := range max {
-		max[i] = 0xff
+	var zero, most [20]byte
+	for i := range most {
+		most[i] = 0xff
 	}
 	// The bounds of segmentio/ksuid's encoding.
 	if got := base62Of(zero); got != "000000000000000000000000000" {
 		t.Errorf("base62Of(zero) = %q", got)
 	}
-	if got := base62Of(max); got != "aWgEPTl1tmebfsQzFP4bxwgy80V" {
-		t.Errorf("base62Of(max) = %q, want aWgEPTl1tmebfsQzFP4bxwgy80V", got)
+	if got := base62Of(most); got != "aWgEPTl1tmebfsQzFP4bxwgy80V" {
+		t.Errorf("base62Of(most) = %q, want aWgEPTl1tmebfsQzFP4bxwgy80V", got)
 	}
 	// Time-ordered: an id from a later second sorts after one from an
 	// earlier second, whatever their random parts.

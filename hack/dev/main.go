@@ -329,8 +329,7 @@ func stopChild(cmd *exec.Cmd, exited <-chan error) error {
 		return err
 	case <-time.After(30 * time.Second):
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-		return errors.New("webhook did not stop within 30s: killed")
+		return fmt.Errorf("webhook did not stop within 30s: killed (%v)", <-exited)
 	}
 }
 

@@ -144,7 +144,7 @@ func (a *API) User(ctx context.Context, id string) (ledger.ClerkUser, error) {
 	u, err := a.users.Get(ctx, id)
 	if err != nil {
 		if apiErr, ok := errors.AsType[*sdk.APIErrorResponse](err); ok && apiErr.HTTPStatusCode == http.StatusNotFound {
-			return ledger.ClerkUser{}, fmt.Errorf("Clerk user %s: %w", id, ledger.ErrNotFound)
+			return ledger.ClerkUser{}, fmt.Errorf("user %s in Clerk: %w", id, ledger.ErrNotFound)
 		}
 		return ledger.ClerkUser{}, fmt.Errorf("get Clerk user %s: %w: %w", id, ledger.ErrUnavailable, a.classify(err))
 	}

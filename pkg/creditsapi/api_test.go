@@ -251,7 +251,7 @@ func TestAuthAndBadRequests(t *testing.T) {
 		{"amount 0", "POST", "/v1/users/user_a/debits", "k", `{"amount":0,"reason":"generation"}`, 400, "invalid_request"},
 		{"amount negative", "POST", "/v1/users/user_a/debits", "k", `{"amount":-5,"reason":"generation"}`, 400, "invalid_request"},
 		{"amount fractional", "POST", "/v1/users/user_a/debits", "k", `{"amount":1.5,"reason":"generation"}`, 400, "invalid_request"},
-		{"unknown field", "POST", "/v1/users/user_a/debits", "k", `{"amount":1,"reason":"generation","ammount":5}`, 400, "invalid_request"},
+		{"unknown field", "POST", "/v1/users/user_a/debits", "k", `{"amount":1,"reason":"generation","ammount":5}`, 400, "invalid_request"}, //nolint:misspell // a misspelt field, on purpose
 		{"no body", "POST", "/v1/users/user_a/debits", "k", ``, 400, "invalid_request"},
 		{"reason with spaces", "POST", "/v1/users/user_a/debits", "k", `{"amount":1,"reason":"a b"}`, 400, "invalid_request"},
 		{"bad user id", "GET", "/v1/users/user%20a/balance", "", ``, 400, "invalid_request"},

@@ -60,15 +60,15 @@ func (r *Reader) Required(name, hint string) string {
 // Secret returns the variable like String; callers must not echo it.
 func (r *Reader) Secret(name string) string { return r.get(name) }
 
-// Int returns the variable as an integer within [min, max], or def.
-func (r *Reader) Int(name string, def, min, max int64) int64 {
+// Int returns the variable as an integer within [lo, hi], or def.
+func (r *Reader) Int(name string, def, lo, hi int64) int64 {
 	v := r.get(name)
 	if v == "" {
 		return def
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < min || n > max {
-		r.Fail(name, "must be a whole number from %d to %d, got %q", min, max, v)
+	if err != nil || n < lo || n > hi {
+		r.Fail(name, "must be a whole number from %d to %d, got %q", lo, hi, v)
 		return def
 	}
 	return n
@@ -88,23 +88,23 @@ func (r *Reader) Bool(name string, def bool) bool {
 	return b
 }
 
-// Duration returns the variable as a duration within [min, max], or def.
-func (r *Reader) Duration(name string, def, min, max time.Duration) time.Duration {
+// Duration returns the variable as a duration within [lo, hi], or def.
+func (r *Reader) Duration(name string, def, lo, hi time.Duration) time.Duration {
 	v := r.get(name)
 	if v == "" {
 		return def
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d < min || d > max {
-		r.Fail(name, "must be a duration from %s to %s such as 30s or 5m, got %q", min, max, v)
+	if err != nil || d < lo || d > hi {
+		r.Fail(name, "must be a duration from %s to %s such as 30s or 5m, got %q", lo, hi, v)
 		return def
 	}
 	return d
 }
 
-// Bytes returns the variable as a size within [min, max] bytes, or def. It
+// Bytes returns the variable as a size within [lo, hi] bytes, or def. It
 // takes a whole number of bytes or one with a KiB, MiB or GiB suffix.
-func (r *Reader) Bytes(name string, def, min, max int64) int64 {
+func (r *Reader) Bytes(name string, def, lo, hi int64) int64 {
 	v := r.get(name)
 	if v == "" {
 		return def
@@ -120,8 +120,8 @@ func (r *Reader) Bytes(name string, def, min, max int64) int64 {
 		}
 	}
 	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < min/mult || n > max/mult || n*mult < min {
-		r.Fail(name, "must be a size from %s to %s such as 16MiB, got %q", sizeString(min), sizeString(max), v)
+	if err != nil || n < lo/mult || n > hi/mult || n*mult < lo {
+		r.Fail(name, "must be a size from %s to %s such as 16MiB, got %q", sizeString(lo), sizeString(hi), v)
 		return def
 	}
 	return n * mult

@@ -662,7 +662,8 @@ func (s *Store) CaptureHold(ctx context.Context, holdID int64, amount int64, r l
 		}
 		// The captured part is taken in the order the credits were taken
 		// (soonest expiry first); what is left goes back.
-		left, capturedExpiry := amount, sql.NullTime{}
+		left := amount
+		var capturedExpiry sql.NullTime
 		var back []allocation
 		var lots []taken
 		for _, al := range h.Allocations {

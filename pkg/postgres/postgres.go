@@ -96,7 +96,7 @@ func Open(url string, opts Options) (*bun.DB, error) {
 	var tracers []pgx.QueryTracer
 	if opts.Tracing {
 		topts := []otelpgx.Option{otelpgx.WithDisableSQLStatementInAttributes(),
-			otelpgx.WithAttributes(attribute.String("db.namespace", "creditgate"))}
+			otelpgx.WithTracerAttributes(attribute.String("db.namespace", "creditgate"))}
 		if opts.TracerProvider != nil {
 			topts = append(topts, otelpgx.WithTracerProvider(opts.TracerProvider))
 		}

@@ -230,7 +230,7 @@ SELECT u.clerk_id FROM users u
 WHERE u.clerk_id IN (?)
 	AND (u.deleted_at IS NOT NULL
 		OR EXISTS (SELECT 1 FROM credit_transactions t WHERE t.idempotency_key = 'signup:' || u.clerk_id))`,
-		bun.In(ids)).Scan(ctx, &settled)
+		bun.List(ids)).Scan(ctx, &settled)
 	if err != nil {
 		return nil, fmt.Errorf("look up known users: %w", mapError(err))
 	}

@@ -68,7 +68,7 @@ func (s *Store) UserStory(ctx context.Context, clerkID string) (ledger.UserStory
 		DeliveredAt sql.NullTime   `bun:"delivered_at"`
 	}
 	if err := s.db.NewRaw(`SELECT idempotency_key, status, attempts, last_error, next_attempt_at, delivered_at
-		FROM clerk_metadata_outbox WHERE idempotency_key IN (?) ORDER BY id`, bun.In(outboxKeys)).Scan(ctx, &outbox); err != nil {
+		FROM clerk_metadata_outbox WHERE idempotency_key IN (?) ORDER BY id`, bun.List(outboxKeys)).Scan(ctx, &outbox); err != nil {
 		return st, fmt.Errorf("read outbox of %s: %w", clerkID, mapError(err))
 	}
 	for _, o := range outbox {

@@ -297,7 +297,6 @@ func (r *Reconciler) backfill(ctx context.Context) (PassSummary, *time.Time) {
 		if err != nil {
 			p.Error = err.Error()
 			r.Log.ErrorContext(ctx, "list Clerk users", "error", err)
-			clean = false
 			break
 		}
 		ids := make([]string, len(users))
@@ -308,7 +307,6 @@ func (r *Reconciler) backfill(ctx context.Context) (PassSummary, *time.Time) {
 		if len(ids) > 0 {
 			if settled, err = r.Store.SettledClerkUsers(ctx, ids); err != nil {
 				p.Error = err.Error()
-				clean = false
 				break
 			}
 		}

@@ -217,7 +217,7 @@ func TestFutureVersionDoesNotFreezeTheUser(t *testing.T) {
 	}
 	create := userBody("user.created", fmt.Sprintf(`"id":"user_1","updated_at":%d,%s`, t0, emails("old@example.com")))
 	future := userBody("user.updated", fmt.Sprintf(`"id":"user_1","updated_at":%d,%s`, int64(7258118400000), emails("evil@example.com")))
-	real := userBody("user.updated", fmt.Sprintf(`"id":"user_1","updated_at":%d,%s`, t0+1000, emails("new@example.com")))
+	realBody := userBody("user.updated", fmt.Sprintf(`"id":"user_1","updated_at":%d,%s`, t0+1000, emails("new@example.com")))
 
 	if got := e.deliver(t, "msg_1", []byte(create)); got.Status != http.StatusOK {
 		t.Fatalf("create: %d %v", got.Status, got.Body)
@@ -225,7 +225,7 @@ func TestFutureVersionDoesNotFreezeTheUser(t *testing.T) {
 	if got := e.deliver(t, "msg_2", []byte(future)); got.Status != http.StatusBadRequest {
 		t.Fatalf("update from 2200: %d %v, want 400", got.Status, got.Body)
 	}
-	if got := e.deliver(t, "msg_3", []byte(real)); got.Status != http.StatusOK || got.Body["status"] != "processed" {
+	if got := e.deliver(t, "msg_3", []byte(realBody)); got.Status != http.StatusOK || got.Body["status"] != "processed" {
 		t.Fatalf("real update: %d %v, want 200 processed", got.Status, got.Body)
 	}
 	wantSnapshot(t, e.db, snapshot{
