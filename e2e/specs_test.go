@@ -332,20 +332,20 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 			}()
 			// Poll finely: at full speed the whole load takes a couple of seconds,
 			// and the disruption must land in its middle, not after it.
-			Eventually(func() int64 { return cs.attempts.Load() }).WithTimeout(time.Minute).WithPolling(5 * time.Millisecond).
+			Eventually(func() int64 { return cs.Counts().Attempts }).WithTimeout(time.Minute).WithPolling(5 * time.Millisecond).
 				Should(BeNumerically(">", users/3))
 			select {
 			case <-done:
 				Fail(disruption.name + ": the load finished before the disruption began")
 			default:
 			}
-			began := cs.attempts.Load()
+			began := cs.Counts().Attempts
 			disruption.do()
 			<-done
-			Expect(cs.attempts.Load()).To(BeNumerically(">", began), "no delivery attempt after the disruption began")
-			GinkgoWriter.Printf("%s: began after %d of %d attempts\n", disruption.name, began, cs.attempts.Load())
+			Expect(cs.Counts().Attempts).To(BeNumerically(">", began), "no delivery attempt after the disruption began")
+			GinkgoWriter.Printf("%s: began after %d of %d attempts\n", disruption.name, began, cs.Counts().Attempts)
 			GinkgoWriter.Printf("%s: %d attempts, %d non-2xx, %d transport errors, statuses %v\n",
-				disruption.name, cs.attempts.Load(), cs.non2xx.Load(), cs.transportErrs.Load(), cs.statuses)
+				disruption.name, cs.Counts().Attempts, cs.Counts().Non2xx, cs.Counts().TransportErrors, cs.Counts().Statuses)
 			Expect(failed).To(BeEmpty(), "deliveries that never got a 2xx after Svix-like retries:\n%s", joined(failed))
 
 			summary := runReconcilerJob(fmt.Sprintf("e2e-chaos-%d-%s", k, tag()))

@@ -21,6 +21,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
+	"github.com/creditgate/creditgate/pkg/webhook/svixsender"
 )
 
 const envSigningSecret = "CLERK_WEBHOOK_SIGNING_SECRET"
@@ -57,7 +60,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080/api/webhooks/clerk", "receiver `URL`")
 	fs.StringVar(&o.secret, "secret", "", "whsec_ signing `secret` (default: the first one in $"+envSigningSecret+")")
-	fs.StringVar(&o.eventType, "type", typeUserCreated, "event `type`: "+strings.Join(eventTypes, ", "))
+	fs.StringVar(&o.eventType, "type", clerkevent.UserCreated, "event `type`: "+strings.Join(clerkevent.Types, ", "))
 	fs.StringVar(&o.user, "user", "", "Clerk user `id` (default: a new random user_…)")
 	fs.StringVar(&o.email, "email", "", "primary email `address` (default: derived from the user id)")
 	fs.StringVar(&o.svixID, "svix-id", "", "svix-id of the message (default: a new random msg_…); with -n, every event reuses it (redeliveries)")
@@ -94,8 +97,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	} else if !strings.HasPrefix(o.secret, "whsec_") {
 		errs = append(errs, errors.New("the signing secret must start with whsec_"))
 	}
-	if !slices.Contains(eventTypes, o.eventType) {
-		errs = append(errs, fmt.Errorf("-type must be one of %s, got %q", strings.Join(eventTypes, ", "), o.eventType))
+	if !slices.Contains(clerkevent.Types, o.eventType) {
+		errs = append(errs, fmt.Errorf("-type must be one of %s, got %q", strings.Join(clerkevent.Types, ", "), o.eventType))
 	}
 	if o.n < 1 {
 		errs = append(errs, fmt.Errorf("-n must be at least 1, got %d", o.n))
@@ -129,26 +132,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if o.n > 1 {
 		conns = o.c
 	}
-	s, err := newSender(o.url, o.secret, conns, o.timeout)
+	s, err := svixsender.New(o.url, o.secret, svixsender.Options{
+		Conns: conns, Timeout: o.timeout, Lean: o.client == "lean", UserAgent: "svixsend (creditgate)",
+	})
 	if err != nil {
 		return err
 	}
-	s.lean = o.client == "lean"
-	g := &generator{
-		eventType:  o.eventType,
-		instanceID: newID("ins"),
-		unique:     o.n > 1 && o.unique,
-		user:       o.user,
-		email:      o.email,
-		svixID:     o.svixID,
-		now:        time.Now,
+	g := &svixsender.Generator{
+		EventType:  o.eventType,
+		InstanceID: clerkevent.NewID("ins"),
+		Unique:     o.n > 1 && o.unique,
+		User:       o.user,
+		Email:      o.email,
+		SvixID:     o.svixID,
 	}
-	if !g.unique {
-		if g.user == "" {
-			g.user = newID("user")
+	if !g.Unique {
+		if g.User == "" {
+			g.User = clerkevent.NewID("user")
 		}
-		if g.email == "" {
-			g.email = emailFor(g.user)
+		if g.Email == "" {
+			g.Email = clerkevent.EmailFor(g.User)
 		}
 	}
 
@@ -156,13 +159,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return sendOne(ctx, s, g, o.dryRun, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "svixsend: sending %d %s events to %s from %d senders\n", o.n, o.eventType, o.url, o.c)
-	res, err := runLoad(ctx, s, g, o.n, o.c, o.pregenerate)
-	res.print(stdout)
+	res, err := svixsender.Load(ctx, s, g, o.n, o.c, o.pregenerate)
+	res.Print(stdout)
 	if err != nil {
 		return err
 	}
-	if f := res.failed(); f > 0 {
-		return fmt.Errorf("%d of %d deliveries failed", f, len(res.latencies))
+	if f := res.Failed(); f > 0 {
+		return fmt.Errorf("%d of %d deliveries failed", f, res.Sent())
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted: %w", ctx.Err())
@@ -172,17 +175,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // sendOne sends (or, dry, prints) one event and prints the response status
 // and body; a non-2xx answer is an error, for scripts.
-func sendOne(ctx context.Context, s *sender, g *generator, dry bool, stdout, stderr io.Writer) error {
-	m, err := g.message(0)
+func sendOne(ctx context.Context, s *svixsender.Sender, g *svixsender.Generator, dry bool, stdout, stderr io.Writer) error {
+	m, err := g.Message()
 	if err != nil {
 		return err
 	}
 	if dry {
-		h, err := s.headers(m, s.now())
+		h, err := s.Headers(m, s.Now())
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "POST %s\n", s.url)
+		fmt.Fprintf(stdout, "POST %s\n", s.URL())
 		if err := h.WriteSubset(stdout, nil); err != nil {
 			return err
 		}
@@ -190,7 +193,7 @@ func sendOne(ctx context.Context, s *sender, g *generator, dry bool, stdout, std
 		return nil
 	}
 	fmt.Fprintf(stderr, "svixsend: %s svix-id=%s user=%s (%d bytes)\n", m.Type, m.ID, m.UserID, len(m.Body))
-	a := s.send(ctx, m, true)
+	a := s.Send(ctx, m)
 	if a.Err != nil {
 		return a.Err
 	}

@@ -12,109 +12,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	svix "github.com/svix/svix-webhooks/go"
 )
 
 // testSecret is a made-up whsec_ secret (base64 of 24 bytes).
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-// clerkShape is what creditgate reads of a Clerk event.
-type clerkShape struct {
-	Type       string `json:"type"`
-	Object     string `json:"object"`
-	Timestamp  int64  `json:"timestamp"`
-	InstanceID string `json:"instance_id"`
-	Data       struct {
-		ID                    string  `json:"id"`
-		Object                string  `json:"object"`
-		Deleted               bool    `json:"deleted"`
-		UserID                string  `json:"user_id"`
-		PrimaryEmailAddressID *string `json:"primary_email_address_id"`
-		EmailAddresses        []struct {
-			ID           string `json:"id"`
-			EmailAddress string `json:"email_address"`
-		} `json:"email_addresses"`
-	} `json:"data"`
-}
-
-func TestSignatureVerifiesWithSvix(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name      string
-		eventType string
-		// minSize and maxSize bound the body, to keep it Clerk-sized.
-		minSize, maxSize int
-		wantObject       string
-	}{
-		{"user.created", typeUserCreated, 1400, 2200, "user"},
-		{"user.updated", typeUserUpdated, 1400, 2200, "user"},
-		{"user.deleted", typeUserDeleted, 100, 600, "user"},
-		{"session.created", typeSessionCreated, 300, 1000, "session"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			s, err := newSender("http://unused", testSecret, 1, time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			g := &generator{eventType: tt.eventType, instanceID: newID("ins"), user: "user_abc", email: "ada@example.com", now: time.Now}
-			m, err := g.message(0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h, err := s.headers(m, time.Now())
-			if err != nil {
-				t.Fatal(err)
-			}
-			wh, err := svix.NewWebhook(testSecret)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := wh.Verify(m.Body, h); err != nil {
-				t.Fatalf("Verify: %v", err)
-			}
-			tampered := bytes.Replace(m.Body, []byte("user_abc"), []byte("user_abd"), 1)
-			if err := wh.Verify(tampered, h); err == nil {
-				t.Error("Verify accepted a tampered body")
-			}
-			other, _ := svix.NewWebhook("whsec_" + strings.Repeat("A", 32))
-			if err := other.Verify(m.Body, h); err == nil {
-				t.Error("Verify accepted the signature under another secret")
-			}
-
-			if n := len(m.Body); n < tt.minSize || n > tt.maxSize {
-				t.Errorf("body is %d bytes, want %d..%d", n, tt.minSize, tt.maxSize)
-			}
-			var ev clerkShape
-			if err := json.Unmarshal(m.Body, &ev); err != nil {
-				t.Fatalf("body is not JSON: %v", err)
-			}
-			if ev.Type != tt.eventType || ev.Object != "event" || ev.Data.Object != tt.wantObject ||
-				ev.Timestamp == 0 || !strings.HasPrefix(ev.InstanceID, "ins_") {
-				t.Errorf("envelope = %+v", ev)
-			}
-			switch tt.eventType {
-			case typeUserCreated, typeUserUpdated:
-				if ev.Data.ID != "user_abc" || ev.Data.PrimaryEmailAddressID == nil || len(ev.Data.EmailAddresses) != 1 ||
-					ev.Data.EmailAddresses[0].ID != *ev.Data.PrimaryEmailAddressID ||
-					ev.Data.EmailAddresses[0].EmailAddress != "ada@example.com" {
-					t.Errorf("user data = %+v", ev.Data)
-				}
-			case typeUserDeleted:
-				if ev.Data.ID != "user_abc" || !ev.Data.Deleted {
-					t.Errorf("deleted data = %+v", ev.Data)
-				}
-			case typeSessionCreated:
-				if ev.Data.UserID != "user_abc" || !strings.HasPrefix(ev.Data.ID, "sess_") {
-					t.Errorf("session data = %+v", ev.Data)
-				}
-			}
-		})
-	}
-}
 
 // receiver is a test endpoint that verifies like creditgate and records
 // the svix ids and users it saw.
@@ -143,7 +46,11 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, `{"error":"bad signature"}`, http.StatusUnauthorized)
 		return
 	}
-	var ev clerkShape
+	var ev struct {
+		Data struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
 	_ = json.Unmarshal(body, &ev)
 	r.mu.Lock()
 	r.ids[req.Header.Get("svix-id")]++
@@ -235,71 +142,6 @@ func TestParseFlagsErrors(t *testing.T) {
 				t.Errorf("error echoes the secret: %v", err)
 			}
 		})
-	}
-}
-
-func TestPercentile(t *testing.T) {
-	t.Parallel()
-	var d []time.Duration
-	for i := 1; i <= 100; i++ {
-		d = append(d, time.Duration(i)*time.Millisecond)
-	}
-	for _, tt := range []struct {
-		p    float64
-		want time.Duration
-	}{{50, 50 * time.Millisecond}, {90, 90 * time.Millisecond}, {99, 99 * time.Millisecond}, {100, 100 * time.Millisecond}} {
-		if got := percentile(d, tt.p); got != tt.want {
-			t.Errorf("p%v = %v, want %v", tt.p, got, tt.want)
-		}
-	}
-	if got := percentile(nil, 50); got != 0 {
-		t.Errorf("p50 of nothing = %v", got)
-	}
-}
-
-// BenchmarkMessage measures the sender's own cost per event (payload and
-// signature), which shares the CPU with the service in docs/benchmarks.md.
-func BenchmarkMessage(b *testing.B) {
-	s, err := newSender("http://unused", testSecret, 1, time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	g := &generator{eventType: typeUserCreated, instanceID: newID("ins"), unique: true, now: time.Now}
-	b.ReportAllocs()
-	for b.Loop() {
-		m, err := g.message(0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := s.headers(m, time.Now()); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func TestKSUID(t *testing.T) {
-	var zero, most [20]byte
-	for i := range most {
-		most[i] = 0xff
-	}
-	// The bounds of segmentio/ksuid's encoding.
-	if got := base62Of(zero); got != "000000000000000000000000000" {
-		t.Errorf("base62Of(zero) = %q", got)
-	}
-	if got := base62Of(most); got != "aWgEPTl1tmebfsQzFP4bxwgy80V" {
-		t.Errorf("base62Of(most) = %q, want aWgEPTl1tmebfsQzFP4bxwgy80V", got)
-	}
-	// Time-ordered: an id from a later second sorts after one from an
-	// earlier second, whatever their random parts.
-	now := time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC)
-	for range 100 {
-		if a, b := ksuid(now), ksuid(now.Add(time.Second)); a >= b {
-			t.Fatalf("ksuid(now) = %s >= ksuid(now+1s) = %s", a, b)
-		}
-	}
-	if id := newID("user"); !strings.HasPrefix(id, "user_") || len(id) != len("user_")+27 ||
-		strings.Trim(id[5:], base62) != "" {
-		t.Errorf("newID = %q, want user_ and 27 base62 digits", id)
 	}
 }
 

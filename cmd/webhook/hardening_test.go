@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 	"github.com/creditgate/creditgate/pkg/pgtest"
 )
 
@@ -123,9 +124,9 @@ func TestLockedUserDoesNotStarveOthers(t *testing.T) {
 	pgtest.CheckInvariants(t, db)
 }
 
-// userEvent is a minimal Clerk user event for id, versioned now.
+// userEvent is a Clerk user event for id (without email), versioned now.
 func userEvent(typ, id string) string {
-	return fmt.Sprintf(`{"type":%q,"data":{"id":%q,"updated_at":%d,"email_addresses":[]}}`, typ, id, time.Now().UnixMilli())
+	return string(clerkevent.Event{Type: typ, UserID: id}.MustBody())
 }
 
 // lockWaiters counts backends of this test's database waiting for a lock.

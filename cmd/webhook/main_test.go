@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	svix "github.com/svix/svix-webhooks/go"
-
 	"github.com/creditgate/creditgate/pkg/pgtest"
+	"github.com/creditgate/creditgate/pkg/webhook/svixsender"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -217,13 +215,9 @@ func TestDrainKeepsIdleConnectionsUntilTheirNextAnswer(t *testing.T) {
 // signedRequest is a delivery of body to the webhook at base, signed like
 // Svix with testSecret.
 func signedRequest(base, svixID, body string) *http.Request {
-	wh, _ := svix.NewWebhook(testSecret)
-	now := time.Now()
-	sig, _ := wh.Sign(svixID, now, []byte(body))
+	h, _ := svixsender.Sign(testSecret, svixsender.Message{ID: svixID, Body: []byte(body)}, time.Now())
 	req, _ := http.NewRequest(http.MethodPost, base+"/api/webhooks/clerk", strings.NewReader(body))
-	req.Header.Set("svix-id", svixID)
-	req.Header.Set("svix-timestamp", fmt.Sprint(now.Unix()))
-	req.Header.Set("svix-signature", sig)
+	req.Header = h
 	return req
 }
 

@@ -29,11 +29,12 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
-	svix "github.com/svix/svix-webhooks/go"
 
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 	"github.com/creditgate/creditgate/pkg/clerk/clerkfake"
 	"github.com/creditgate/creditgate/pkg/pglocal"
 	"github.com/creditgate/creditgate/pkg/postgres"
+	"github.com/creditgate/creditgate/pkg/webhook/svixsender"
 )
 
 // externalMetric reports whether a metric comes from outside creditgate,
@@ -357,28 +358,11 @@ func post(ctx context.Context, url string, h http.Header, body []byte) (int, err
 
 // deliver sends one user.created event signed as Svix does.
 func deliver(ctx context.Context, url, secret string) error {
-	now := time.Now()
-	body, _ := json.Marshal(map[string]any{
-		"type": "user.created", "object": "event", "timestamp": now.UnixMilli(),
-		"data": map[string]any{
-			"id": "user_chart", "object": "user", "created_at": now.UnixMilli(), "updated_at": now.UnixMilli(),
-			"primary_email_address_id": "idn_chart",
-			"email_addresses":          []map[string]any{{"id": "idn_chart", "email_address": "chart@example.com"}},
-		},
-	})
-	wh, err := svix.NewWebhook(secret)
+	body := clerkevent.Event{Type: clerkevent.UserCreated, UserID: "user_chart", Email: "chart@example.com"}.MustBody()
+	h, err := svixsender.Sign(secret, svixsender.Message{ID: "msg_chart", Body: body}, time.Now())
 	if err != nil {
 		return err
 	}
-	const msgID = "msg_chart"
-	sig, err := wh.Sign(msgID, now, body)
-	if err != nil {
-		return err
-	}
-	h := http.Header{}
-	h.Set("svix-id", msgID)
-	h.Set("svix-timestamp", fmt.Sprint(now.Unix()))
-	h.Set("svix-signature", sig)
 	code, err := post(ctx, url, h, body)
 	if err != nil || code != http.StatusOK {
 		return fmt.Errorf("signed user.created: status %d, %v", code, err)

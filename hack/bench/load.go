@@ -3,10 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/creditgate/creditgate/pkg/webhook/svixsender"
 )
 
 // loader drives n debits from clients concurrent clients.
@@ -186,66 +186,46 @@ func pacedLoad(rate float64) loader {
 }
 
 func lean(ctx context.Context, base, key, run string, clients, n int, user func(i int) string, rate float64) ([]time.Duration, map[int]int, time.Duration, error) {
-	host := strings.TrimPrefix(base, "http://")
 	lat := make([]time.Duration, n)
 	status := make([]int, n)
 	var next atomic.Int64
 	var firstErr error
 	var once sync.Once
 	var wg sync.WaitGroup
-	body := `{"amount":1,"reason":"bench"}`
+	body := []byte(`{"amount":1,"reason":"bench"}`)
 	start := time.Now()
-	for c := 0; c < clients; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for range clients {
+		wg.Go(func() {
 			fail := func(err error) { once.Do(func() { firstErr = err }) }
-			var conn net.Conn
-			var rd *bufio.Reader
-			defer func() {
-				if conn != nil {
-					conn.Close()
-				}
-			}()
-			var req []byte
+			// The kit's lean connection: one write per request, the answer
+			// read in this goroutine (net/http's client costs the shared
+			// machine several times the CPU).
+			conn, err := svixsender.DialLean(base, 30*time.Second)
+			if err != nil {
+				fail(err)
+				return
+			}
+			defer conn.Close()
+			h := http.Header{"Authorization": {"Bearer " + key}, "Content-Type": {"application/json"}, "Idempotency-Key": {""}}
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= n || ctx.Err() != nil {
 					return
-				}
-				if conn == nil {
-					var err error
-					if conn, err = (&net.Dialer{}).DialContext(ctx, "tcp", host); err != nil {
-						fail(err)
-						return
-					}
-					rd = bufio.NewReaderSize(conn, 4096)
 				}
 				if rate > 0 {
 					if d := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))); d > 0 {
 						time.Sleep(d)
 					}
 				}
-				req = fmt.Appendf(req[:0], "POST /v1/users/%s/debits HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+
-					"Content-Type: application/json\r\nIdempotency-Key: %s-%d\r\nContent-Length: %d\r\n\r\n%s",
-					user(i), host, key, run, i, len(body), body)
-				t0 := time.Now()
-				if _, err := conn.Write(req); err != nil {
-					fail(err)
+				h["Idempotency-Key"][0] = run + "-" + strconv.Itoa(i)
+				a := conn.Do(ctx, http.MethodPost, "/v1/users/"+user(i)+"/debits", h, body, false)
+				if a.Err != nil {
+					fail(fmt.Errorf("request %d: %w", i, a.Err))
 					return
 				}
-				code, closeConn, err := readResponse(rd)
-				if err != nil {
-					fail(fmt.Errorf("request %d: %w", i, err))
-					return
-				}
-				lat[i], status[i] = time.Since(t0), code
-				if closeConn {
-					conn.Close()
-					conn = nil
-				}
+				lat[i], status[i] = a.Latency, a.Status
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -254,45 +234,4 @@ func lean(ctx context.Context, base, key, run string, clients, n int, user func(
 		counts[s]++
 	}
 	return lat, counts, elapsed, firstErr
-}
-
-// readResponse reads one HTTP/1.1 response with a Content-Length body and
-// returns its status and whether the server closes the connection.
-func readResponse(rd *bufio.Reader) (code int, closeConn bool, err error) {
-	line, err := rd.ReadSlice('\n')
-	if err != nil {
-		return 0, false, err
-	}
-	f := strings.Fields(string(line))
-	if len(f) < 2 || !strings.HasPrefix(f[0], "HTTP/1.") {
-		return 0, false, fmt.Errorf("not an HTTP/1.x status line: %q", line)
-	}
-	if code, err = strconv.Atoi(f[1]); err != nil {
-		return 0, false, err
-	}
-	length := -1
-	for {
-		h, err := rd.ReadSlice('\n')
-		if err != nil {
-			return 0, false, err
-		}
-		hs := strings.TrimSpace(string(h))
-		if hs == "" {
-			break
-		}
-		name, value, _ := strings.Cut(hs, ":")
-		switch strings.ToLower(name) {
-		case "content-length":
-			length, _ = strconv.Atoi(strings.TrimSpace(value))
-		case "transfer-encoding":
-			return 0, false, fmt.Errorf("a %s body: the lean client reads Content-Length bodies only (use -client net/http)", strings.TrimSpace(value))
-		case "connection":
-			closeConn = strings.EqualFold(strings.TrimSpace(value), "close")
-		}
-	}
-	if length < 0 {
-		return 0, false, errors.New("an answer without Content-Length")
-	}
-	_, err = rd.Discard(length)
-	return code, closeConn, err
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/creditgate/creditgate/pkg/clerk"
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 	"github.com/creditgate/creditgate/pkg/ledger"
 	"github.com/creditgate/creditgate/pkg/pgtest"
 	"github.com/creditgate/creditgate/pkg/postgres"
@@ -23,12 +24,8 @@ var baseTime = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 // userEvent builds a Clerk user.created/user.updated body at version v
 // (seconds after baseTime) or a user.deleted body.
 func userEvent(typ, clerkID, email string, v int) []byte {
-	if typ == clerk.EventUserDeleted {
-		return fmt.Appendf(nil, `{"type":"user.deleted","object":"event","data":{"id":%q,"object":"user","deleted":true}}`, clerkID)
-	}
-	ms := baseTime.Add(time.Duration(v) * time.Second).UnixMilli()
-	return fmt.Appendf(nil, `{"type":%q,"object":"event","data":{"id":%q,"object":"user","email_addresses":[{"id":"idn_%d","email_address":%q}],"primary_email_address_id":"idn_%d","created_at":%d,"updated_at":%d}}`,
-		typ, clerkID, v, email, v, baseTime.UnixMilli(), ms)
+	return clerkevent.Event{Type: typ, UserID: clerkID, Email: email, At: baseTime,
+		Version: baseTime.Add(time.Duration(v) * time.Second).UnixMilli()}.MustBody()
 }
 
 type fullState struct {

@@ -13,16 +13,20 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/creditgate/creditgate/pkg/clerk"
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 	"github.com/creditgate/creditgate/pkg/ledger"
 	"github.com/creditgate/creditgate/pkg/pgtest"
 	"github.com/creditgate/creditgate/pkg/postgres"
 )
 
+// userCreated is a user.created body as Clerk sends it (pkg/clerk/clerkevent),
+// with a second, non-primary address listed first; an empty email makes a
+// phone-only user.
 func userCreated(clerkID, email string) []byte {
 	if email == "" {
-		return fmt.Appendf(nil, `{"type":"user.created","object":"event","data":{"id":%q,"object":"user","email_addresses":[],"primary_email_address_id":null,"phone_numbers":[{"id":"idn_p","phone_number":"+15555550100"}]}}`, clerkID)
+		return clerkevent.Event{Type: clerkevent.UserCreated, UserID: clerkID, Phone: "+15555550100"}.MustBody()
 	}
-	return fmt.Appendf(nil, `{"type":"user.created","object":"event","data":{"id":%q,"object":"user","email_addresses":[{"id":"idn_other","email_address":"other@example.com"},{"id":"idn_1","email_address":%q}],"primary_email_address_id":"idn_1"}}`, clerkID, email)
+	return clerkevent.Event{Type: clerkevent.UserCreated, UserID: clerkID, Email: email, OtherEmails: []string{"other@example.com"}}.MustBody()
 }
 
 func newService(t *testing.T) (*ledger.Service, *bun.DB) {
@@ -88,13 +92,14 @@ func TestSignupGrantsOnce(t *testing.T) {
 			t.Errorf("redelivery %d (-want +got):\n%s", i, diff)
 		}
 	}
-	// A different svix id for the same user: processed, no second credit.
+	// A different svix id for the same user at the same version (Clerk
+	// sending the event twice): stale, no second credit.
 	res, err = svc.Process(ctx, delivery("msg_2", body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != ledger.OutcomeProcessed || res.CreditsGranted != 0 {
-		t.Errorf("second event for same user = %+v, want processed with 0 credits", res)
+	if res.Status != ledger.OutcomeStale || res.CreditsGranted != 0 {
+		t.Errorf("second event for same user = %+v, want stale with 0 credits", res)
 	}
 	if diff := cmp.Diff(userState{Email: "a@example.com", Available: 20, Entries: 1}, state(t, db, "user_1")); diff != "" {
 		t.Errorf("user state (-want +got):\n%s", diff)

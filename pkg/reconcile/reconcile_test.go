@@ -15,6 +15,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/creditgate/creditgate/pkg/clerk"
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 	"github.com/creditgate/creditgate/pkg/ledger"
 	"github.com/creditgate/creditgate/pkg/pgtest"
 	"github.com/creditgate/creditgate/pkg/postgres"
@@ -70,7 +71,7 @@ func storeFailedEvent(t *testing.T, db bun.IDB, svixID, body string) {
 }
 
 func userCreated(id, email string) string {
-	return fmt.Sprintf(`{"type":"user.created","data":{"id":%q,"email_addresses":[{"id":"e1","email_address":%q}],"primary_email_address_id":"e1","updated_at":1700000000000}}`, id, email)
+	return string(clerkevent.Event{Type: clerkevent.UserCreated, UserID: id, Email: email, At: time.UnixMilli(1700000000000)}.MustBody())
 }
 
 func TestFailedEventIsReRun(t *testing.T) {

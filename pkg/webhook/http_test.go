@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/creditgate/creditgate/pkg/clerk"
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 	"github.com/creditgate/creditgate/pkg/ledger"
 	"github.com/creditgate/creditgate/pkg/pgtest"
 	"github.com/creditgate/creditgate/pkg/postgres"
@@ -283,13 +284,14 @@ func signup(clerkID, svixID string) entry {
 	return entry{ClerkID: clerkID, Amount: 20, Type: "credit", Reason: "signup_bonus", Key: "signup:" + clerkID, SvixID: svixID}
 }
 
-// userCreated is a compact user.created body as Clerk sends it. An empty
-// email makes a phone-only user (primary_email_address_id null).
+// userCreated is a user.created body as Clerk sends it (pkg/clerk/clerkevent),
+// with a second, non-primary address listed first. An empty email makes a
+// phone-only user (primary_email_address_id null).
 func userCreated(clerkID, email string) []byte {
 	if email == "" {
-		return fmt.Appendf(nil, `{"data":{"id":%q,"object":"user","email_addresses":[],"primary_email_address_id":null,"phone_numbers":[{"id":"idn_p","phone_number":"+15555550100"}],"primary_phone_number_id":"idn_p"},"object":"event","type":"user.created","timestamp":1764000000000,"instance_id":"ins_1"}`, clerkID)
+		return clerkevent.Event{Type: clerkevent.UserCreated, UserID: clerkID, Phone: "+15555550100"}.MustBody()
 	}
-	return fmt.Appendf(nil, `{"data":{"id":%q,"object":"user","email_addresses":[{"id":"idn_other","email_address":"other@example.com"},{"id":"idn_1","email_address":%q}],"primary_email_address_id":"idn_1"},"object":"event","type":"user.created","timestamp":1764000000000,"instance_id":"ins_1"}`, clerkID, email)
+	return clerkevent.Event{Type: clerkevent.UserCreated, UserID: clerkID, Email: email, OtherEmails: []string{"other@example.com"}}.MustBody()
 }
 
 // processed is the 200 body of a delivery that granted credits.

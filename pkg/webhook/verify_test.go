@@ -13,6 +13,8 @@ import (
 	svix "github.com/svix/svix-webhooks/go"
 
 	"github.com/creditgate/creditgate/pkg/webhook"
+
+	"github.com/creditgate/creditgate/pkg/webhook/svixsender"
 )
 
 // Signing secrets as Clerk shows them: whsec_ and the base64 of the key.
@@ -23,28 +25,21 @@ var (
 )
 
 // signature returns Svix's "v1,<base64>" signature of body, made by the
-// svix-webhooks library exactly as Svix makes it.
+// svix-webhooks library exactly as Svix makes it (through the project's
+// sender kit).
 func signature(t testing.TB, secret, svixID string, ts time.Time, body []byte) string {
 	t.Helper()
-	wh, err := svix.NewWebhook(secret)
-	if err != nil {
-		t.Fatalf("svix.NewWebhook: %v", err)
-	}
-	sig, err := wh.Sign(svixID, ts, body)
-	if err != nil {
-		t.Fatalf("sign: %v", err)
-	}
-	return sig
+	return signed(t, secret, svixID, ts, body).Get("svix-signature")
 }
 
 // signed returns the svix-* headers of a delivery of body signed with secret
 // at ts.
 func signed(t testing.TB, secret, svixID string, ts time.Time, body []byte) http.Header {
 	t.Helper()
-	h := http.Header{}
-	h.Set("svix-id", svixID)
-	h.Set("svix-timestamp", strconv.FormatInt(ts.Unix(), 10))
-	h.Set("svix-signature", signature(t, secret, svixID, ts, body))
+	h, err := svixsender.Sign(secret, svixsender.Message{ID: svixID, Body: body}, ts)
+	if err != nil {
+		t.Fatalf("sign: %v", err)
+	}
 	return h
 }
 

@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,15 +17,16 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
-	svix "github.com/svix/svix-webhooks/go"
 	"github.com/uptrace/bun"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/creditgate/creditgate/pkg/clerk"
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 	"github.com/creditgate/creditgate/pkg/ledger"
 	"github.com/creditgate/creditgate/pkg/pgtest"
 	"github.com/creditgate/creditgate/pkg/postgres"
 	"github.com/creditgate/creditgate/pkg/webhook"
+	"github.com/creditgate/creditgate/pkg/webhook/svixsender"
 )
 
 var secret = "whsec_" + base64.StdEncoding.EncodeToString([]byte("creditgate test secret A 32 byte"))
@@ -70,25 +70,15 @@ func (c client) do(t *testing.T, method, path string, header http.Header, body [
 // deliver sends body as Svix sends every attempt: signed afresh, timestamped now.
 func (c client) deliver(t *testing.T, svixID string, body []byte) response {
 	t.Helper()
-	wh, err := svix.NewWebhook(secret)
+	h, err := svixsender.Sign(secret, svixsender.Message{ID: svixID, Body: body}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	sig, err := wh.Sign(svixID, now, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := http.Header{}
-	h.Set("svix-id", svixID)
-	h.Set("svix-timestamp", strconv.FormatInt(now.Unix(), 10))
-	h.Set("svix-signature", sig)
-	h.Set("Content-Type", "application/json")
 	return c.do(t, http.MethodPost, "/api/webhooks/clerk", h, body)
 }
 
 func userCreated(clerkID, email string) []byte {
-	return fmt.Appendf(nil, `{"type":"user.created","object":"event","data":{"id":%q,"object":"user","email_addresses":[{"id":"idn_1","email_address":%q}],"primary_email_address_id":"idn_1"}}`, clerkID, email)
+	return clerkevent.Event{Type: clerkevent.UserCreated, UserID: clerkID, Email: email}.MustBody()
 }
 
 func processed(svixID, clerkID string) map[string]any {

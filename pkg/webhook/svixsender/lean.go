@@ -1,4 +1,4 @@
-package main
+package svixsender
 
 import (
 	"bufio"
@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// leanConn is one persistent HTTP/1.1 connection that a load worker drives
+// LeanConn is one persistent HTTP/1.1 connection that a load worker drives
 // itself: the request is written with one write and the answer read in the
 // same goroutine. net/http's client runs a reader and a writer goroutine per
 // connection and hands every request and answer between them, which costs
@@ -21,8 +21,8 @@ import (
 // the sender shares with the service, that CPU is taken from the service.
 // It speaks plain http:// only and reconnects after Connection: close or any
 // error.
-type leanConn struct {
-	s       *sender
+type LeanConn struct {
+	s       *Sender
 	addr    string // host:port to dial
 	host    string // the Host header
 	path    string // path and query
@@ -32,37 +32,64 @@ type leanConn struct {
 	buf     []byte
 }
 
-func newLeanConn(s *sender, rawURL string, timeout time.Duration) (*leanConn, error) {
+// NewLeanConn returns a LeanConn to the sender's URL (plain http:// only)
+// whose Send signs like the sender.
+func (s *Sender) NewLeanConn() (*LeanConn, error) {
+	l, err := DialLean(s.url, s.opts.Timeout)
+	if l != nil {
+		l.s = s
+	}
+	return l, err
+}
+
+// DialLean returns a LeanConn to the host of rawURL (plain http:// only),
+// each round trip bounded by timeout. It connects on first use.
+func DialLean(rawURL string, timeout time.Duration) (*LeanConn, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("-url: %w", err)
+		return nil, fmt.Errorf("url: %w", err)
 	}
 	if u.Scheme != "http" {
-		return nil, fmt.Errorf("-client=lean speaks plain http:// only, not %s://", u.Scheme)
+		return nil, fmt.Errorf("a lean connection speaks plain http:// only, not %s://", u.Scheme)
 	}
 	addr := u.Host
 	if u.Port() == "" {
 		addr = net.JoinHostPort(u.Hostname(), "80")
 	}
-	return &leanConn{s: s, addr: addr, host: u.Host, path: u.RequestURI(), timeout: timeout}, nil
+	return &LeanConn{addr: addr, host: u.Host, path: u.RequestURI(), timeout: timeout}, nil
 }
 
-func (l *leanConn) close() {
+// Close closes the connection (a later request dials again).
+func (l *LeanConn) Close() {
 	if l.conn != nil {
 		l.conn.Close()
 		l.conn = nil
 	}
 }
 
-// send makes one signed delivery attempt of m, like sender.send.
-func (l *leanConn) send(ctx context.Context, m message, keepBody bool) attempt {
-	h, err := l.s.headers(m, l.s.now())
+// Send makes one signed delivery attempt of m to the sender's URL, like
+// Sender.Send; keepBody keeps up to 64 KiB of the answer.
+func (l *LeanConn) Send(ctx context.Context, m Message, keepBody bool) Attempt {
+	h, err := l.s.Headers(m, l.s.Now())
 	if err != nil {
-		return attempt{Err: err}
+		return Attempt{Err: err}
 	}
+	a := l.Do(ctx, http.MethodPost, l.path, h, m.Body, keepBody)
+	l.s.attempts.Add(1)
+	if a.Err != nil {
+		l.s.transportErrs.Add(1)
+	}
+	l.s.count(a)
+	return a
+}
+
+// Do makes one HTTP/1.1 request (path and query, headers, body) and reads
+// its answer; keepBody keeps up to 64 KiB of it.
+func (l *LeanConn) Do(ctx context.Context, method, path string, h http.Header, body []byte, keepBody bool) Attempt {
 	b := l.buf[:0]
-	b = append(b, "POST "...)
-	b = append(b, l.path...)
+	b = append(b, method...)
+	b = append(b, ' ')
+	b = append(b, path...)
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, l.host...)
 	b = append(b, "\r\n"...)
@@ -75,29 +102,29 @@ func (l *leanConn) send(ctx context.Context, m message, keepBody bool) attempt {
 		}
 	}
 	b = append(b, "Content-Length: "...)
-	b = strconv.AppendInt(b, int64(len(m.Body)), 10)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n\r\n"...)
-	b = append(b, m.Body...)
+	b = append(b, body...)
 	l.buf = b
 
 	start := time.Now()
 	a, reuse := l.roundTrip(ctx, b, keepBody)
 	a.Latency = time.Since(start)
 	if !reuse {
-		l.close()
+		l.Close()
 	}
 	return a
 }
 
-func (l *leanConn) roundTrip(ctx context.Context, req []byte, keepBody bool) (a attempt, reuse bool) {
+func (l *LeanConn) roundTrip(ctx context.Context, req []byte, keepBody bool) (a Attempt, reuse bool) {
 	if err := ctx.Err(); err != nil {
-		return attempt{Err: err}, false
+		return Attempt{Err: err}, false
 	}
 	if l.conn == nil {
 		d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 		c, err := d.DialContext(ctx, "tcp", l.addr)
 		if err != nil {
-			return attempt{Err: err}, false
+			return Attempt{Err: err}, false
 		}
 		l.conn = c
 		if l.br == nil {
@@ -107,19 +134,19 @@ func (l *leanConn) roundTrip(ctx context.Context, req []byte, keepBody bool) (a 
 		}
 	}
 	if err := l.conn.SetDeadline(time.Now().Add(l.timeout)); err != nil {
-		return attempt{Err: err}, false
+		return Attempt{Err: err}, false
 	}
 	if _, err := l.conn.Write(req); err != nil {
-		return attempt{Err: fmt.Errorf("write request: %w", err)}, false
+		return Attempt{Err: fmt.Errorf("write request: %w", err)}, false
 	}
 	resp, err := http.ReadResponse(l.br, nil)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return attempt{Err: fmt.Errorf("read response: %w", err)}, false
+		return Attempt{Err: fmt.Errorf("read response: %w", err)}, false
 	}
-	a.Status = resp.StatusCode
+	a.Status, a.Header = resp.StatusCode, resp.Header
 	if keepBody {
 		a.Body, err = io.ReadAll(io.LimitReader(resp.Body, maxKeptBody))
 	}

@@ -1,4 +1,4 @@
-package main
+package svixsender
 
 import (
 	"context"
@@ -11,36 +11,45 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 )
 
-// generator makes the i-th message of a run. It is safe for concurrent use.
-type generator struct {
-	eventType  string
-	instanceID string
-	// unique gives every message a new user (and so a new signup).
-	unique bool
-	// user and email are the one user of a non-unique run.
-	user, email string
-	// svixID, when set, is reused by every message: redeliveries of one message.
-	svixID string
-	now    func() time.Time
+// Generator makes the messages of a run: Clerk events of one type, each for
+// a new user or all for one. It is safe for concurrent use.
+type Generator struct {
+	EventType  string
+	InstanceID string
+	// Unique gives every message a new user (and so a new signup).
+	Unique bool
+	// User and Email are the one user of a non-unique run.
+	User, Email string
+	// SvixID, when set, is reused by every message: redeliveries of one message.
+	SvixID string
+	// Now is when each event is emitted; nil means time.Now.
+	Now func() time.Time
 }
 
-func (g *generator) message(int) (message, error) {
-	user, email := g.user, g.email
-	if g.unique {
-		user = newID("user")
-		email = emailFor(user)
+// Message makes a message of the run.
+func (g *Generator) Message() (Message, error) {
+	user, email := g.User, g.Email
+	if g.Unique {
+		user = clerkevent.NewID("user")
+		email = clerkevent.EmailFor(user)
 	}
-	id := g.svixID
+	id := g.SvixID
 	if id == "" {
-		id = newID("msg")
+		id = clerkevent.NewID("msg")
 	}
-	body, err := payload(event{Type: g.eventType, UserID: user, Email: email, InstanceID: g.instanceID, At: g.now()})
+	now := time.Now
+	if g.Now != nil {
+		now = g.Now
+	}
+	body, err := clerkevent.Event{Type: g.EventType, UserID: user, Email: email, InstanceID: g.InstanceID, At: now()}.Body()
 	if err != nil {
-		return message{}, err
+		return Message{}, err
 	}
-	return message{ID: id, Type: g.eventType, UserID: user, Body: body}, nil
+	return Message{ID: id, Type: g.EventType, UserID: user, Body: body}, nil
 }
 
 // stats accumulates the attempts of one worker; merge combines workers'.
@@ -61,7 +70,7 @@ func newStats(capacity int) *stats {
 	}
 }
 
-func (s *stats) add(a attempt) {
+func (s *stats) add(a Attempt) {
 	s.latencies = append(s.latencies, a.Latency)
 	if a.Err != nil {
 		// Bound the distinct messages kept: a dead target repeats one error.
@@ -95,8 +104,8 @@ func (s *stats) merge(o *stats) {
 	}
 }
 
-// failed counts attempts that Svix would retry or give up on.
-func (s *stats) failed() int {
+// Failed counts attempts that Svix would retry or give up on.
+func (s *stats) Failed() int {
 	n := 0
 	for _, v := range s.errors {
 		n += v
@@ -109,8 +118,8 @@ func (s *stats) failed() int {
 	return n
 }
 
-// loadResult is a finished (or interrupted) load run.
-type loadResult struct {
+// LoadResult is a finished (or interrupted) load run.
+type LoadResult struct {
 	*stats
 	requested   int
 	concurrency int
@@ -120,20 +129,20 @@ type loadResult struct {
 	cpu time.Duration
 }
 
-// runLoad sends n messages from c concurrent workers, each waiting for its
+// Load sends n messages from c concurrent workers, each waiting for its
 // response before sending the next (closed loop, like Svix's per-endpoint
 // concurrency). A cancelled ctx stops it early; what was sent is reported.
 // pregenerate builds every body before the clock starts, so that during the
 // run the sender spends its CPU on signing and HTTP only (a benchmark's
 // load generator shares the machine with what it measures).
-func runLoad(ctx context.Context, s *sender, g *generator, n, c int, pregenerate bool) (loadResult, error) {
-	var pre []message
+func Load(ctx context.Context, s *Sender, g *Generator, n, c int, pregenerate bool) (LoadResult, error) {
+	var pre []Message
 	if pregenerate {
-		pre = make([]message, n)
+		pre = make([]Message, n)
 		for i := range pre {
-			m, err := g.message(i)
+			m, err := g.Message()
 			if err != nil {
-				return loadResult{stats: newStats(0), requested: n, concurrency: c, unique: g.unique}, err
+				return LoadResult{stats: newStats(0), requested: n, concurrency: c, unique: g.Unique}, err
 			}
 			pre[i] = m
 		}
@@ -147,15 +156,15 @@ func runLoad(ctx context.Context, s *sender, g *generator, n, c int, pregenerate
 	start := time.Now()
 	for range c {
 		wg.Go(func() {
-			send := s.send
-			if s.lean {
-				lc, err := newLeanConn(s, s.url, s.client.Timeout)
+			send := func(ctx context.Context, m Message, _ bool) Attempt { return s.Send(ctx, m) }
+			if s.opts.Lean {
+				lc, err := s.NewLeanConn()
 				if err != nil {
 					genErr.CompareAndSwap(nil, &err)
 					return
 				}
-				defer lc.close()
-				send = lc.send
+				defer lc.Close()
+				send = lc.Send
 			}
 			st := newStats(n/c + 1)
 			defer func() {
@@ -168,12 +177,12 @@ func runLoad(ctx context.Context, s *sender, g *generator, n, c int, pregenerate
 				if i >= n {
 					return
 				}
-				var m message
+				var m Message
 				if pre != nil {
-					m, pre[i] = pre[i], message{}
+					m, pre[i] = pre[i], Message{}
 				} else {
 					var err error
-					if m, err = g.message(i); err != nil {
+					if m, err = g.Message(); err != nil {
 						genErr.CompareAndSwap(nil, &err)
 						return
 					}
@@ -192,8 +201,8 @@ func runLoad(ctx context.Context, s *sender, g *generator, n, c int, pregenerate
 		})
 	}
 	wg.Wait()
-	res := loadResult{
-		stats: all, requested: n, concurrency: c, unique: g.unique,
+	res := LoadResult{
+		stats: all, requested: n, concurrency: c, unique: g.Unique,
 		elapsed: time.Since(start), cpu: cpuTime() - cpu0,
 	}
 	if p := genErr.Load(); p != nil {
@@ -222,9 +231,12 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
 
-// print writes the summary as "name: value" lines, stable for scripts
+// Sent is how many attempts the run made.
+func (r LoadResult) Sent() int { return len(r.latencies) }
+
+// Print writes the summary as "name: value" lines, stable for scripts
 // (hack/bench.sh greps them) and readable for people.
-func (r loadResult) print(w io.Writer) {
+func (r LoadResult) Print(w io.Writer) {
 	lat := slices.Clone(r.latencies)
 	slices.Sort(lat)
 	sent := len(lat)
@@ -248,7 +260,7 @@ func (r loadResult) print(w io.Writer) {
 	for _, code := range codes {
 		fmt.Fprintf(w, "status_%d: %d\n", code, r.status[code])
 	}
-	fmt.Fprintf(w, "failed: %d\n", r.failed())
+	fmt.Fprintf(w, "failed: %d\n", r.Failed())
 	fmt.Fprintf(w, "latency_p50_ms: %s\n", ms(percentile(lat, 50)))
 	fmt.Fprintf(w, "latency_p90_ms: %s\n", ms(percentile(lat, 90)))
 	fmt.Fprintf(w, "latency_p99_ms: %s\n", ms(percentile(lat, 99)))

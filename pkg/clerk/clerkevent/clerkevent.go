@@ -1,77 +1,78 @@
-package main
+// Package clerkevent builds Clerk's webhook events as Clerk sends them: every
+// documented field of the user and session objects, in Clerk's field order,
+// with Clerk-shaped ids (KSUIDs) and realistic sizes (~1.7 KB for
+// user.created), so that the receiver's lenient decoding meets the fields it
+// does not read. It is the one place the project's senders, tests, e2e suite
+// and benchmark get their bodies from; odd cases (a missing email, a given
+// updated_at) are options of Event, not copies of a body.
+package clerkevent
 
 import (
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"time"
+
+	"github.com/segmentio/ksuid"
 )
 
-// Clerk event types svixsend can send.
+// The event types Body builds.
 const (
-	typeUserCreated    = "user.created"
-	typeUserUpdated    = "user.updated"
-	typeUserDeleted    = "user.deleted"
-	typeSessionCreated = "session.created"
+	UserCreated    = "user.created"
+	UserUpdated    = "user.updated"
+	UserDeleted    = "user.deleted"
+	SessionCreated = "session.created"
 )
 
-var eventTypes = []string{typeUserCreated, typeUserUpdated, typeUserDeleted, typeSessionCreated}
+// Types lists the event types Body builds.
+var Types = []string{UserCreated, UserUpdated, UserDeleted, SessionCreated}
 
-// event says what one Clerk event is about; payload turns it into the bytes
-// Clerk would send.
-type event struct {
-	Type       string
-	UserID     string
-	Email      string
+// Event says what one Clerk event is about.
+type Event struct {
+	Type   string
+	UserID string
+	// Email is the user's primary address; empty means none (a phone or
+	// social sign-up).
+	Email string
+	// OtherEmails are further, non-primary addresses, listed before the
+	// primary one (the receiver must pick the primary by id, not position).
+	OtherEmails []string
+	// Phone, if set, is the user's primary phone number.
+	Phone string
+	// InstanceID is the Clerk instance; empty means a fixed one.
 	InstanceID string
-	// At is when Clerk emitted the event.
+	// At is when Clerk emitted the event (its timestamp, and the user's
+	// created_at for user.created); zero means now.
 	At time.Time
+	// Version is the user's updated_at in Unix milliseconds; 0 means At.
+	Version int64
 }
 
-// newID returns prefix_ and a KSUID: 27 base62 digits of a 4-byte timestamp
-// (seconds since 2014-05-13, KSUID's epoch) followed by 16 random bytes,
-// the shape of Clerk's and Svix's ids (user_2NNEqL2nrIRdJ194ndJqAHwEfxC).
-// Like theirs, ids made in the same second share their leading digits, so
-// the database's indexes see the insert pattern of real traffic.
-func newID(prefix string) string {
-	return prefix + "_" + ksuid(time.Now())
-}
-
-// ksuidEpoch is KSUID's time origin, in Unix seconds.
-const ksuidEpoch = 1_400_000_000
-
-const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-// ksuid encodes t's KSUID timestamp and 16 random bytes as 27 base62 digits.
-func ksuid(t time.Time) string {
-	var b [20]byte
-	binary.BigEndian.PutUint32(b[:4], uint32(t.Unix()-ksuidEpoch))
-	_, _ = rand.Read(b[4:]) // never fails on Linux (Go 1.24+ panics instead)
-	return base62Of(b)
-}
-
-// base62Of writes 20 big-endian bytes as 27 base62 digits, the most
-// significant first, zero-padded (62^27 > 2^160), by dividing by 62 again
-// and again.
-func base62Of(b [20]byte) string {
-	var out [27]byte
-	n := b[:]
-	for i := len(out) - 1; i >= 0; i-- {
-		var rem uint32
-		for j := range n {
-			cur := rem<<8 | uint32(n[j])
-			n[j] = byte(cur / 62)
-			rem = cur % 62
-		}
-		out[i] = base62[rem]
+func (e Event) version(now int64) int64 {
+	if e.Version != 0 {
+		return e.Version
 	}
-	return string(out[:])
+	return now
 }
 
-// emailFor derives a stable, unique address for a generated user.
-func emailFor(userID string) string {
+// MustBody is Body for a type known to be valid.
+func (e Event) MustBody() []byte {
+	b, err := e.Body()
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// NewID returns prefix_ and a KSUID, the shape of Clerk's and Svix's ids
+// (user_2NNEqL2nrIRdJ194ndJqAHwEfxC): ids made in the same second share
+// their leading digits, so indexes see the insert pattern of real traffic.
+func NewID(prefix string) string {
+	return prefix + "_" + ksuid.New().String()
+}
+
+// EmailFor derives a stable, unique address for a generated user.
+func EmailFor(userID string) string {
 	return "load+" + userID + "@example.com"
 }
 
@@ -183,25 +184,31 @@ type session struct {
 
 var emptyObject = json.RawMessage(`{}`)
 
-// payload returns the JSON body Clerk would send for e.
-func payload(e event) ([]byte, error) {
+// Body returns the JSON body Clerk would send for e.
+func (e Event) Body() ([]byte, error) {
+	if e.At.IsZero() {
+		e.At = time.Now()
+	}
+	if e.InstanceID == "" {
+		e.InstanceID = "ins_2bCreditgateKitInstance0001"
+	}
 	now := e.At.UnixMilli()
 	env := envelope{InstanceID: e.InstanceID, Object: "event", Timestamp: now, Type: e.Type}
 	env.EventAttributes.HTTPRequest.ClientIP = "192.0.2.10"
 	env.EventAttributes.HTTPRequest.UserAgent = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 " +
 		"(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 	switch e.Type {
-	case typeUserCreated:
-		env.Data = newUser(e, now, now)
-	case typeUserUpdated:
-		// Updated an hour after sign-up.
-		env.Data = newUser(e, now-3_600_000, now)
-	case typeUserDeleted:
+	case UserCreated:
+		env.Data = newUser(e, now, e.version(now))
+	case UserUpdated:
+		// Updated an hour after sign-up, unless Version says when.
+		env.Data = newUser(e, now-3_600_000, e.version(now))
+	case UserDeleted:
 		env.Data = deletedUser{Deleted: true, ID: e.UserID, Object: "user"}
-	case typeSessionCreated:
+	case SessionCreated:
 		env.Data = session{
-			AbandonAt: now + 30*24*3_600_000, ClientID: newID("client"), CreatedAt: now,
-			ExpireAt: now + 7*24*3_600_000, ID: newID("sess"), LastActiveAt: now,
+			AbandonAt: now + 30*24*3_600_000, ClientID: NewID("client"), CreatedAt: now,
+			ExpireAt: now + 7*24*3_600_000, ID: NewID("sess"), LastActiveAt: now,
 			Object: "session", Status: "active", UpdatedAt: now, UserID: e.UserID,
 		}
 	default:
@@ -210,13 +217,13 @@ func payload(e event) ([]byte, error) {
 	return json.Marshal(env)
 }
 
-func newUser(e event, createdAt, updatedAt int64) user {
+func newUser(e Event, createdAt, updatedAt int64) user {
 	// Pick names from the id, so that one user keeps one name across events.
 	f := fnv.New64a()
 	_, _ = f.Write([]byte(e.UserID))
 	h := f.Sum64()
 	first, last := firstNames[h%uint64(len(firstNames))], lastNames[(h/8)%uint64(len(lastNames))]
-	idn := newID("idn")
+	idn := NewID("idn")
 	u := user{
 		CreateOrganizationEnabled: true,
 		CreatedAt:                 createdAt,
@@ -243,15 +250,29 @@ func newUser(e event, createdAt, updatedAt int64) user {
 		VerificationAttemptsRemaining: 100,
 		Web3Wallets:                   []any{},
 	}
-	if e.Email != "" {
-		u.EmailAddresses = []emailAddress{{
-			CreatedAt: createdAt, EmailAddress: e.Email, ID: idn, LinkedTo: []any{},
+	address := func(id, email string) emailAddress {
+		return emailAddress{
+			CreatedAt: createdAt, EmailAddress: email, ID: id, LinkedTo: []any{},
 			Object: "email_address", UpdatedAt: createdAt,
 			Verification: verification{Status: "verified", Strategy: "email_code"},
-		}}
+		}
+	}
+	u.EmailAddresses = []emailAddress{}
+	for _, other := range e.OtherEmails {
+		u.EmailAddresses = append(u.EmailAddresses, address(NewID("idn"), other))
+	}
+	if e.Email != "" {
+		u.EmailAddresses = append(u.EmailAddresses, address(idn, e.Email))
 		u.PrimaryEmailAddressID = &idn
-	} else {
-		u.EmailAddresses = []emailAddress{}
+	}
+	if e.Phone != "" {
+		phone := NewID("idn")
+		u.PhoneNumbers = []any{map[string]any{
+			"id": phone, "object": "phone_number", "phone_number": e.Phone, "reserved_for_second_factor": false,
+			"default_second_factor": false, "verification": verification{Status: "verified", Strategy: "phone_code"},
+			"linked_to": []any{}, "backup_codes": nil, "created_at": createdAt, "updated_at": createdAt,
+		}}
+		u.PrimaryPhoneNumberID = &phone
 	}
 	return u
 }

@@ -1,0 +1,275 @@
+// Package svixsender sends webhooks the way Svix delivers them: each
+// message signed with Svix's v1 HMAC afresh for every attempt (same id and
+// body, new timestamp), retried on a schedule until a 2xx or an abort, with
+// a load runner for benchmarks. It is the one sender of the project:
+// cmd/svixsend is a command over it, the e2e suite and the tests deliver
+// through it, and its bodies come from pkg/clerk/clerkevent.
+package svixsender
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	svix "github.com/svix/svix-webhooks/go"
+)
+
+// maxKeptBody bounds how much of a response body is kept.
+const maxKeptBody = 64 << 10
+
+// Schedule is Svix's retry schedule after the first attempt.
+var Schedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour}
+
+// CompressedSchedule is Schedule scaled down for a test run.
+var CompressedSchedule = []time.Duration{
+	200 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 15 * time.Second, 30 * time.Second,
+}
+
+// Message is one webhook message: every attempt carries the same id and
+// body. Type and UserID are for reports.
+type Message struct {
+	ID     string
+	Type   string
+	UserID string
+	Body   []byte
+}
+
+// Attempt is the result of one delivery attempt. Err is a transport error
+// (no HTTP response); otherwise Status is the response's status code.
+type Attempt struct {
+	Status  int
+	Body    []byte
+	Header  http.Header
+	Latency time.Duration
+	Err     error
+}
+
+// OK reports whether Svix would count the attempt as delivered.
+func (a Attempt) OK() bool { return a.Err == nil && a.Status >= 200 && a.Status < 300 }
+
+// Aborted reports whether the receiver asked Svix to stop retrying
+// (webhook-delivery: abort-message on a 4xx).
+func (a Attempt) Aborted() bool {
+	return a.Err == nil && a.Header.Get("webhook-delivery") == "abort-message"
+}
+
+// Options configures New.
+type Options struct {
+	// Conns is how many connections are kept for reuse across concurrent
+	// callers; 0 means 64.
+	Conns int
+	// Timeout bounds one attempt; 0 means 15 s.
+	Timeout time.Duration
+	// Schedule is Deliver's waits between attempts; nil means one attempt.
+	Schedule []time.Duration
+	// Lean makes Load's workers drive their own connections (LeanConn).
+	Lean bool
+	// UserAgent is sent with every attempt; empty means "svixsender".
+	UserAgent string
+}
+
+// Sender signs and POSTs messages to one URL. It is safe for concurrent use.
+type Sender struct {
+	url    string
+	wh     *svix.Webhook
+	client *http.Client
+	opts   Options
+	// Now is the clock attempts are signed with.
+	Now func() time.Time
+
+	attempts, non2xx, transportErrs atomic.Int64
+	mu                              sync.Mutex
+	statuses                        map[int]int
+}
+
+// New returns a Sender to url signing with secret (whsec_…).
+func New(url, secret string, o Options) (*Sender, error) {
+	wh, err := svix.NewWebhook(secret)
+	if err != nil {
+		// Never echo the secret.
+		return nil, fmt.Errorf("signing secret is not valid base64 after whsec_")
+	}
+	if o.Conns <= 0 {
+		o.Conns = 64
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 15 * time.Second
+	}
+	if o.UserAgent == "" {
+		o.UserAgent = "svixsender (creditgate)"
+	}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          o.Conns,
+		MaxIdleConnsPerHost:   o.Conns,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+	return &Sender{
+		url: url, wh: wh, opts: o, Now: time.Now, statuses: map[int]int{},
+		client: &http.Client{
+			Transport: tr,
+			Timeout:   o.Timeout,
+			// Svix does not follow redirects: a 3xx is a failed attempt.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}, nil
+}
+
+// URL is where the sender delivers.
+func (s *Sender) URL() string { return s.url }
+
+// Headers returns the Svix headers for m signed at t.
+func (s *Sender) Headers(m Message, t time.Time) (http.Header, error) {
+	h, err := headers(s.wh, m, t)
+	if err == nil {
+		h.Set("User-Agent", s.opts.UserAgent)
+	}
+	return h, err
+}
+
+// Sign returns the headers Svix sends with m signed with secret (whsec_…)
+// at t: svix-id, svix-timestamp, svix-signature and the content type.
+func Sign(secret string, m Message, t time.Time) (http.Header, error) {
+	wh, err := svix.NewWebhook(secret)
+	if err != nil {
+		return nil, fmt.Errorf("signing secret is not valid base64 after whsec_")
+	}
+	return headers(wh, m, t)
+}
+
+func headers(wh *svix.Webhook, m Message, t time.Time) (http.Header, error) {
+	sig, err := wh.Sign(m.ID, t, m.Body)
+	if err != nil {
+		return nil, fmt.Errorf("sign %s: %w", m.ID, err)
+	}
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("svix-id", m.ID)
+	h.Set("svix-timestamp", strconv.FormatInt(t.Unix(), 10))
+	h.Set("svix-signature", sig)
+	return h, nil
+}
+
+// Send makes one attempt of m, signed now.
+func (s *Sender) Send(ctx context.Context, m Message) Attempt {
+	return s.Post(ctx, m, s.Now(), nil)
+}
+
+// Post makes one attempt of m signed at signedAt; mutate, if set, changes
+// the request before it is sent (tests of bad input).
+func (s *Sender) Post(ctx context.Context, m Message, signedAt time.Time, mutate func(*http.Request)) Attempt {
+	h, err := s.Headers(m, signedAt)
+	if err != nil {
+		return Attempt{Err: err}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(m.Body))
+	if err != nil {
+		return Attempt{Err: err}
+	}
+	req.Header = h
+	if mutate != nil {
+		mutate(req)
+	}
+	s.attempts.Add(1)
+	start := time.Now()
+	resp, err := s.client.Do(req)
+	if err != nil {
+		s.transportErrs.Add(1)
+		return Attempt{Err: err, Latency: time.Since(start)}
+	}
+	a := Attempt{Status: resp.StatusCode, Header: resp.Header}
+	a.Body, err = io.ReadAll(io.LimitReader(resp.Body, maxKeptBody))
+	if err == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+	}
+	resp.Body.Close()
+	a.Latency = time.Since(start)
+	if err != nil {
+		a.Err = fmt.Errorf("read response: %w", err)
+	}
+	s.count(a)
+	return a
+}
+
+func (s *Sender) count(a Attempt) {
+	if a.Err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.statuses[a.Status]++
+	s.mu.Unlock()
+	if !a.OK() {
+		s.non2xx.Add(1)
+	}
+}
+
+// Deliver sends m until a 2xx, following the schedule; it returns the last
+// attempt. An abort ends it, as it would Svix's.
+func (s *Sender) Deliver(ctx context.Context, m Message) Attempt {
+	for i := 0; ; i++ {
+		a := s.Send(ctx, m)
+		if a.OK() || a.Aborted() || i >= len(s.opts.Schedule) {
+			return a
+		}
+		select {
+		case <-ctx.Done():
+			return Attempt{Err: ctx.Err()}
+		case <-time.After(s.opts.Schedule[i]):
+		}
+	}
+}
+
+// DeliverAll delivers every message from concurrency workers and returns a
+// line for each that never got a 2xx.
+func (s *Sender) DeliverAll(ctx context.Context, msgs []Message, concurrency int) []string {
+	work := make(chan Message)
+	var mu sync.Mutex
+	var failed []string
+	var wg sync.WaitGroup
+	for range concurrency {
+		wg.Go(func() {
+			for m := range work {
+				if a := s.Deliver(ctx, m); !a.OK() {
+					mu.Lock()
+					failed = append(failed, fmt.Sprintf("%s: %d %v %s", m.ID, a.Status, a.Err, a.Body))
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, m := range msgs {
+		work <- m
+	}
+	close(work)
+	wg.Wait()
+	return failed
+}
+
+// Counts are the sender's attempts so far.
+type Counts struct {
+	Attempts, Non2xx, TransportErrors int64
+	Statuses                          map[int]int
+}
+
+// Counts returns the attempts made so far: how many, how many answered
+// other than 2xx, how many got no answer, and the answers by status.
+func (s *Sender) Counts() Counts {
+	s.mu.Lock()
+	st := make(map[int]int, len(s.statuses))
+	for k, v := range s.statuses {
+		st[k] = v
+	}
+	s.mu.Unlock()
+	return Counts{Attempts: s.attempts.Load(), Non2xx: s.non2xx.Load(), TransportErrors: s.transportErrs.Load(), Statuses: st}
+}

@@ -1,0 +1,134 @@
+package svixsender
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	svix "github.com/svix/svix-webhooks/go"
+
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
+)
+
+// testSecret is a made-up whsec_ secret (base64 of 24 bytes).
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+func TestSignatureVerifiesWithSvix(t *testing.T) {
+	t.Parallel()
+	s, err := New("http://unused", testSecret, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range clerkevent.Types {
+		g := &Generator{EventType: typ, User: "user_abc", Email: "ada@example.com"}
+		m, err := g.Message()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := s.Headers(m, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		wh, _ := svix.NewWebhook(testSecret)
+		if err := wh.Verify(m.Body, h); err != nil {
+			t.Fatalf("%s: Verify: %v", typ, err)
+		}
+		tampered := bytes.Replace(m.Body, []byte("user_abc"), []byte("user_abd"), 1)
+		if err := wh.Verify(tampered, h); err == nil {
+			t.Errorf("%s: Verify accepted a tampered body", typ)
+		}
+		other, _ := svix.NewWebhook("whsec_" + strings.Repeat("A", 32))
+		if err := other.Verify(m.Body, h); err == nil {
+			t.Errorf("%s: Verify accepted the signature under another secret", typ)
+		}
+	}
+	if _, err := New("http://unused", "whsec_%%%", Options{}); err == nil || strings.Contains(err.Error(), "%%%") {
+		t.Errorf("New with a bad secret: %v (want an error that does not echo it)", err)
+	}
+}
+
+// TestDeliverRetriesLikeSvix: a 5xx is retried with the same id and body,
+// signed afresh, until a 2xx; a 4xx with the abort header ends at once.
+func TestDeliverRetriesLikeSvix(t *testing.T) {
+	t.Parallel()
+	wh, _ := svix.NewWebhook(testSecret)
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body bytes.Buffer
+		_, _ = body.ReadFrom(r.Body)
+		if err := wh.Verify(body.Bytes(), r.Header); err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		if r.Header.Get("svix-id") == "msg_abort" {
+			w.Header().Set("webhook-delivery", "abort-message")
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		if calls.Add(1) < 3 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte(`{"status":"processed"}`))
+	}))
+	t.Cleanup(srv.Close)
+	s, err := New(srv.URL, testSecret, Options{Schedule: []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := Message{ID: "msg_1", Body: []byte(`{"type":"user.created"}`)}
+	if a := s.Deliver(context.Background(), m); !a.OK() || string(a.Body) != `{"status":"processed"}` {
+		t.Errorf("Deliver = %d %s %v, want 200 after two 503s", a.Status, a.Body, a.Err)
+	}
+	if a := s.Deliver(context.Background(), Message{ID: "msg_abort", Body: []byte(`{}`)}); a.Status != 400 || !a.Aborted() {
+		t.Errorf("Deliver of an aborted message = %d aborted=%t", a.Status, a.Aborted())
+	}
+	c := s.Counts()
+	if c.Attempts != 4 || c.Non2xx != 3 || c.Statuses[503] != 2 || c.Statuses[400] != 1 || c.Statuses[200] != 1 {
+		t.Errorf("counts = %+v, want 4 attempts: 503, 503, 200, then one aborted 400", c)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	t.Parallel()
+	var d []time.Duration
+	for i := 1; i <= 100; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	for _, tt := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 50 * time.Millisecond}, {90, 90 * time.Millisecond}, {99, 99 * time.Millisecond}, {100, 100 * time.Millisecond}} {
+		if got := percentile(d, tt.p); got != tt.want {
+			t.Errorf("p%v = %v, want %v", tt.p, got, tt.want)
+		}
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("p50 of nothing = %v", got)
+	}
+}
+
+// BenchmarkMessage measures the sender's own cost per event (body and
+// signature), which shares the CPU with the service in docs/benchmarks.md.
+func BenchmarkMessage(b *testing.B) {
+	s, err := New("http://unused", testSecret, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := &Generator{EventType: clerkevent.UserCreated, Unique: true}
+	b.ReportAllocs()
+	for b.Loop() {
+		m, err := g.Message()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Headers(m, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
