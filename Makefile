@@ -43,7 +43,7 @@ test-go:
 # PgBouncer in transaction mode (started by the tests; statements sent with
 # pgx's exec mode, as PgBouncer before 1.21 needs). Without pgbouncer
 # installed it says so and passes, unless REQUIRE_PGBOUNCER=1 (CI).
-PGBOUNCER_PKGS := ./pkg/postgres/... ./pkg/webhook/... ./pkg/creditsapi/... ./pkg/reconcile/... ./cmd/webhook/...
+PGBOUNCER_PKGS := ./pkg/postgres/... ./pkg/webhook/... ./pkg/creditsapi/... ./pkg/reconcile/... ./cmd/webhook/... ./cmd/reconciler/...
 test-pgbouncer:
 	@if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ] && [ -z "$$PGBOUNCER" ]; then \
 	  if [ "$(REQUIRE_PGBOUNCER)" = 1 ]; then echo "test-pgbouncer: no pgbouncer (apt-get install pgbouncer)"; exit 1; fi; \

@@ -71,7 +71,7 @@ var _ = Describe("an upgrade from the previous release", Ordered, func() {
 
 		By("delivering steadily while the upgrade rolls out")
 		stop := make(chan struct{})
-		var sent atomic.Int64
+		var sent, transportErrs atomic.Int64
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		var bad, users []string
@@ -88,7 +88,7 @@ var _ = Describe("an upgrade from the previous release", Ordered, func() {
 					}
 					id := uid(fmt.Sprintf("prev%d", w), i)
 					env.fake.AddUser(fakeUser(id))
-					a := us.post(ctx, userCreated("msg_"+id, id, "", time.Now().UnixMilli()), time.Now(), nil)
+					a := us.postAnswered(ctx, userCreated("msg_"+id, id, "", time.Now().UnixMilli()), &transportErrs)
 					sent.Add(1)
 					mu.Lock()
 					users = append(users, id)
@@ -117,7 +117,8 @@ var _ = Describe("an upgrade from the previous release", Ordered, func() {
 		Eventually(sent.Load).WithTimeout(2 * time.Minute).Should(BeNumerically(">=", upgraded+50))
 		close(stop)
 		wg.Wait()
-		GinkgoWriter.Printf("upgrade from the previous release: %d deliveries, %d of them after the rollout\n", sent.Load(), sent.Load()-upgraded)
+		GinkgoWriter.Printf("upgrade from the previous release: %d deliveries, %d of them after the rollout, %d attempts without an answer (retried)\n",
+			sent.Load(), sent.Load()-upgraded, transportErrs.Load())
 		Expect(bad).To(BeEmpty(), "non-2xx answers through the upgrade:\n%s", joined(bad))
 
 		By("checking every user, the old pods' and the new ones', and spending through the API")

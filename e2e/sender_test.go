@@ -5,7 +5,10 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"sync/atomic"
 	"time"
+
+	"github.com/onsi/ginkgo/v2"
 
 	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 	"github.com/creditgate/creditgate/pkg/webhook/svixsender"
@@ -48,6 +51,22 @@ func answer(a svixsender.Attempt) attempt {
 // specs).
 func (s *sender) post(ctx context.Context, m message, signedAt time.Time, mutate func(*http.Request)) attempt {
 	return answer(s.Post(ctx, m, signedAt, mutate))
+}
+
+// postAnswered makes one signed attempt of m and, should it get no answer at
+// all, tries again at once, up to three times, as Svix retries such an
+// attempt (a request written into a keep-alive connection just as a draining
+// pod closes it idle is lost to an HTTP/1.1 race no server can close). Each
+// unanswered attempt is counted in noAnswer and logged. An answer other than
+// 2xx is returned as it is, never retried.
+func (s *sender) postAnswered(ctx context.Context, m message, noAnswer *atomic.Int64) attempt {
+	a := s.post(ctx, m, time.Now(), nil)
+	for retry := 0; a.Err != nil && retry < 3 && ctx.Err() == nil; retry++ {
+		noAnswer.Add(1)
+		ginkgo.GinkgoWriter.Printf("%s: no answer (%v); retried as Svix would\n", m.ID, a.Err)
+		a = s.post(ctx, m, time.Now(), nil)
+	}
+	return a
 }
 
 // deliverAll sends every message with concurrency senders and returns the

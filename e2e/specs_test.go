@@ -362,7 +362,7 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 	It("rolls out a chart upgrade under steady load with zero non-2xx answers", Label(LabelUpgrade), func(ctx SpecContext) {
 		us := newSender(env.webhookURL, env.secret, nil)
 		stop := make(chan struct{})
-		var sent atomic.Int64
+		var sent, noAnswer atomic.Int64
 		var wg sync.WaitGroup
 		var bad []string
 		var mu sync.Mutex
@@ -379,7 +379,7 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 					}
 					id := uid(fmt.Sprintf("upg%d", w), i)
 					env.fake.AddUser(fakeUser(id))
-					a := us.post(ctx, userCreated("msg_"+id, id, "", time.Now().UnixMilli()), time.Now(), nil)
+					a := us.postAnswered(ctx, userCreated("msg_"+id, id, "", time.Now().UnixMilli()), &noAnswer)
 					sent.Add(1)
 					if a.Err != nil || a.Status != http.StatusOK {
 						mu.Lock()
@@ -404,7 +404,7 @@ var _ = Describe("creditgate on Kubernetes", Ordered, ContinueOnFailure, func() 
 		Eventually(sent.Load).WithTimeout(time.Minute).Should(BeNumerically(">=", after+100), "deliveries after the old pods are gone")
 		close(stop)
 		wg.Wait()
-		GinkgoWriter.Printf("upgrade: %d deliveries during the rollout\n", sent.Load())
+		GinkgoWriter.Printf("upgrade: %d deliveries during the rollout, %d attempts without an answer (retried)\n", sent.Load(), noAnswer.Load())
 		Expect(sent.Load()).To(BeNumerically(">", 100))
 		Expect(bad).To(BeEmpty(), "non-2xx answers during the rollout:\n%s", joined(bad))
 		Expect(ledgerInvariants(ctx)).To(BeEmpty())

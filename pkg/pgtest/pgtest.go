@@ -6,8 +6,9 @@
 // With TEST_PGBOUNCER set (to a pgx statement mode, exec or simple_protocol;
 // any other value means exec), the tests' handles and URLs reach the server
 // through a PgBouncer in transaction mode that pgtest starts (pglocal), as a
-// team running PgBouncer before 1.21 would configure creditgate; creating
-// and migrating the databases still goes to the server directly.
+// team running PgBouncer before 1.21 would configure creditgate; the
+// template is migrated through it too, only CREATE and DROP DATABASE go to
+// the server directly.
 package pgtest
 
 import (
@@ -116,13 +117,22 @@ func setup(ctx context.Context) error {
 	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+templateDB); err != nil {
 		return fmt.Errorf("create template database: %w", err)
 	}
-	db, err := postgres.Open(urlFor(templateDB), postgres.Options{MaxConns: 2})
+	// Through the pooler when there is one: migrations must work there too.
+	db, err := postgres.Open(clientURLFor(templateDB), postgres.Options{MaxConns: 2})
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	if _, err := postgres.Migrate(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+	_, err = postgres.Migrate(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	db.Close()
+	if err != nil {
 		return fmt.Errorf("migrate template: %w", err)
+	}
+	if bouncer != nil {
+		// The pooler keeps its server connections to the template, which
+		// CREATE DATABASE … TEMPLATE refuses: end them.
+		if _, err := admin.ExecContext(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ?", templateDB); err != nil {
+			return fmt.Errorf("disconnect the pooler from the template: %w", err)
+		}
 	}
 	return nil
 }

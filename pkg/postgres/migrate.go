@@ -36,18 +36,11 @@ func Migrate(ctx context.Context, db *bun.DB, log *slog.Logger) ([]string, error
 	// bun's lock is a row that a killed migrator leaves behind. Waiting on an
 	// advisory lock first means that whoever holds it is the only migrator
 	// alive, so a lock row found then is stale and safe to clear.
-	conn, err := db.Conn(ctx)
+	release, _, err := xactLock(ctx, db, migrateLockKey, true)
 	if err != nil {
-		return nil, fmt.Errorf("migrate: connect: %w", mapError(err))
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock(?)", migrateLockKey); err != nil {
 		return nil, fmt.Errorf("migrate: take advisory lock: %w", mapError(err))
 	}
-	defer func() {
-		// The lock is released with the session anyway; a failure here only delays that.
-		_, _ = conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", migrateLockKey)
-	}()
+	defer release()
 
 	if err := m.Init(ctx); err != nil {
 		return nil, fmt.Errorf("migrate: init: %w", mapError(err))

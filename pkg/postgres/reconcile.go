@@ -18,28 +18,52 @@ import (
 // that write take the user's row lock like the webhook does, so they compose
 // with live deliveries in any interleaving.
 
-// reconcileLockKey is the session advisory lock one reconciler run holds.
+// reconcileLockKey is the advisory lock one reconciler run holds.
 const reconcileLockKey = 0x72636e6c // "rcnl"
 
-// TryReconcileLock takes the reconciler's advisory lock on a dedicated
-// connection. ok is false when another run holds it; release ends the hold.
+// TryReconcileLock takes the reconciler's advisory lock (xactLock). ok is
+// false when another run holds it; release ends the hold.
 func (s *Store) TryReconcileLock(ctx context.Context) (release func(), ok bool, err error) {
-	conn, err := s.db.Conn(ctx)
+	release, ok, err = xactLock(ctx, s.db, reconcileLockKey, false)
 	if err != nil {
 		return nil, false, fmt.Errorf("reconcile lock: %w", mapError(err))
 	}
-	if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", reconcileLockKey).Scan(&ok); err != nil {
-		conn.Close()
-		return nil, false, fmt.Errorf("reconcile lock: %w", mapError(err))
+	return release, ok, nil
+}
+
+// xactLock holds the advisory lock key in a transaction of its own, on a
+// connection of its own, until release: wait blocks until it is granted,
+// otherwise ok says whether it was. A transaction-level lock, unlike a
+// session lock, survives a transaction pooler (PgBouncer in transaction
+// mode keeps the server connection for as long as the transaction is open,
+// and the lock ends with it); the transaction holds no snapshot between
+// statements, so it holds back neither vacuum nor other work. A connection
+// that dies takes the lock with it.
+func xactLock(ctx context.Context, db *bun.DB, key int64, wait bool) (release func(), ok bool, err error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, false, err
 	}
-	if !ok {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
 		conn.Close()
-		return nil, false, nil
+		return nil, false, err
 	}
-	return func() {
-		_, _ = conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock(?)", reconcileLockKey)
+	end := func() {
+		_ = tx.Rollback()
 		conn.Close()
-	}, true, nil
+	}
+	if wait {
+		_, err = tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", key)
+		ok = err == nil
+	} else {
+		err = tx.QueryRowContext(ctx, "SELECT pg_try_advisory_xact_lock(?)", key).Scan(&ok)
+	}
+	if err != nil || !ok {
+		end()
+		return nil, false, err
+	}
+	return end, true, nil
 }
 
 // FailedEvents returns up to limit events left failed and received before
