@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: generate dev dev-reset test test-go test-pgbouncer test-chart vet fmt-check lint golangci-lint shellcheck actionlint build image image-push fuzz bench bench-api e2e e2e-kind chart-check cluster-up cluster-down
+.PHONY: generate dev dev-reset test test-go test-pgbouncer test-chart vet fmt-check lint golangci-lint shellcheck actionlint build image image-push fuzz bench bench-signups bench-api e2e e2e-kind chart-check cluster-up cluster-down
 
 # make dev's state (cluster, logs, signing secret, binaries); it ignores itself
 # in git. DEV_PG_PORT, HTTP_ADDR, METRICS_ADDR and API_ADDR choose its ports.
@@ -126,13 +126,17 @@ fuzz:
 generate:
 	$(GO) generate ./pkg/creditsapi/
 
-bench:
-	bash hack/bench.sh
+# The benchmarks of docs/benchmarks.md (hack/bench: PostgreSQL through
+# pglocal, pgbench on the SQL the store sends, the kit's sender, CPU and RSS
+# from /proc): the webhook's new users, then the credits API's debits.
+# BENCH_OUT_DIR=dir keeps the reports, logs and scripts.
+bench: bench-signups bench-api
 
-# The credits API's debits against pgbench running the same statements
-# (docs/benchmarks.md); BENCH_OUT_DIR=dir keeps the report, logs and scripts.
+bench-signups:
+	$(GO) run ./hack/bench -scenario signups
+
 bench-api:
-	$(GO) run ./hack/bench
+	$(GO) run ./hack/bench -scenario debits
 
 # e2e on a from-source single-node Kubernetes (no Docker needed; see docs/e2e.md).
 e2e:

@@ -22,13 +22,14 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/creditgate/creditgate/pkg/clerk"
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 	"github.com/creditgate/creditgate/pkg/pglocal"
 	"github.com/creditgate/creditgate/pkg/postgres"
 )
 
-// body is a user.created delivery as cmd/svixsend makes it (1,796 bytes),
-// shaped like Clerk's.
-const body = `{"data":{"backup_code_enabled":false,"banned":false,"create_organization_enabled":true,"created_at":1795818160931,"delete_self_enabled":true,"email_addresses":[{"created_at":1795818160931,"email_address":"load+user_06c855847ae29bb8b36952b65083@example.com","id":"idn_2dce0eec3370db9ade26a8513400","linked_to":[],"object":"email_address","reserved":false,"updated_at":1795818160931,"verification":{"attempts":null,"expire_at":null,"status":"verified","strategy":"email_code"}}],"enterprise_accounts":[],"external_accounts":[],"external_id":null,"first_name":"Radia","has_image":false,"id":"user_06c855847ae29bb8b36952b65083","image_url":"https://img.clerk.com/eyJ0eXBlIjoiZGVmYXVsdCIsImlpZCI6Imluc18yOWNyZWRpdGdhdGVzdml4c2VuZCIsInJpZCI6InVzZXJfMjl3ODNzeG1ETkd3T3VFdGhjZTVnZzU2RmNDIiwiaW5pdGlhbHMiOiJBTCJ9","last_active_at":1795818160931,"last_name":"Perlman","last_sign_in_at":null,"legal_accepted_at":null,"locked":false,"lockout_expires_in_seconds":null,"mfa_disabled_at":null,"mfa_enabled_at":null,"object":"user","passkeys":[],"password_enabled":true,"phone_numbers":[],"primary_email_address_id":"idn_2dce0eec3370db9ade26a8513400","primary_phone_number_id":null,"primary_web3_wallet_id":null,"private_metadata":{},"profile_image_url":"https://www.gravatar.com/avatar?d=mp","public_metadata":{},"saml_accounts":[],"totp_enabled":false,"two_factor_enabled":false,"unsafe_metadata":{},"updated_at":1795818160931,"username":null,"verification_attempts_remaining":100,"web3_wallets":[]},"event_attributes":{"http_request":{"client_ip":"192.0.2.10","user_agent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"}},"instance_id":"ins_f10751a0ffb13951d60817670403","object":"event","timestamp":1795818160931,"type":"user.created"}`
+// body is a user.created delivery as Clerk sends it (pkg/clerk/clerkevent,
+// ~1.8 KB).
+var body = string(clerkevent.Event{Type: clerkevent.UserCreated, UserID: "user_bench", Email: "bench@example.com"}.MustBody())
 
 var (
 	once   sync.Once

@@ -157,7 +157,8 @@ func substitute(a any, markers []*marker) string {
 	case []byte:
 		return fmt.Sprintf(`'\x%x'`, v)
 	case time.Time:
-		return quote(v.Format(time.RFC3339Nano))
+		// Typed: its colons make protectColons split it into text pieces.
+		return quote(v.Format(time.RFC3339Nano)) + "::timestamptz"
 	case string:
 		var parts []string
 		rest := v

@@ -45,7 +45,8 @@ import (
 
 type config struct {
 	Clients, Users, Requests, Seconds, Drain int
-	OutDir, WebhookEnv, Client               string
+	Senders                                  []int
+	OutDir, WebhookEnv, Client, Scenario     string
 	MaxBusy                                  float64
 	LoadWait                                 time.Duration
 	Simple, Profile, Minimal, Hold           bool
@@ -53,6 +54,8 @@ type config struct {
 
 func main() {
 	var c config
+	flag.StringVar(&c.Scenario, "scenario", envString("BENCH_SCENARIO", "debits"), "what to measure: debits (the credits API) or signups (the webhook's new users) (BENCH_SCENARIO)")
+	senders := flag.String("senders", envString("BENCH_SENDERS", "16,64"), "signups: concurrent senders, one run each (BENCH_SENDERS)")
 	flag.IntVar(&c.Clients, "clients", envInt("BENCH_CLIENTS", 16), "concurrent API clients, and pgbench clients (BENCH_CLIENTS)")
 	flag.IntVar(&c.Users, "users", envInt("BENCH_USERS", 1000), "users the spread run debits (BENCH_USERS)")
 	flag.IntVar(&c.Requests, "requests", envInt("BENCH_REQUESTS", 20000), "debits per service run (BENCH_REQUESTS)")
@@ -69,6 +72,14 @@ func main() {
 	flag.BoolVar(&c.Hold, "hold", envInt("BENCH_HOLD", 0) == 1, "seed, capture the scripts, then keep PostgreSQL running until interrupted instead of measuring, to investigate by hand (BENCH_HOLD=1)")
 	serve := flag.Bool("serve-minimal", false, "run as that minimal server (DATABASE_URL, API_ADDR); the benchmark starts it")
 	flag.Parse()
+	for _, f := range strings.Split(*senders, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench: -senders %q: a comma-separated list of counts\n", *senders)
+			os.Exit(2)
+		}
+		c.Senders = append(c.Senders, n)
+	}
 	if *serve {
 		if err := serveMinimal(); err != nil {
 			fmt.Fprintln(os.Stderr, "bench -serve-minimal:", err)
@@ -102,6 +113,9 @@ func run(ctx context.Context, c config) error {
 		load = apiLoad
 	default:
 		return fmt.Errorf("-client %q: lean or net/http", c.Client)
+	}
+	if c.Scenario != "debits" && c.Scenario != "signups" {
+		return fmt.Errorf("-scenario %q: debits or signups", c.Scenario)
 	}
 	if c.Users < 2 || c.Clients < 1 || c.Requests < 1 || c.Seconds < 1 {
 		return errors.New("-users must be at least 2; -clients, -requests and -pgbench-seconds at least 1")
@@ -167,6 +181,14 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 	store := postgres.NewStore(db)
+	if c.Scenario == "signups" {
+		pgRoot, err := postmaster(filepath.Join(srv.Dir, "data"))
+		if err != nil {
+			return err
+		}
+		return runSignups(ctx, c, setup{dir: dir, serviceBin: service, url: url, pgbenchBin: pgbenchBin,
+			port: srv.Port, pgRoot: pgRoot, db: db, store: store, hook: hook})
+	}
 
 	logf("seeding %d users with 1,000,020 credits each", c.Users)
 	if err := seed(ctx, store, db, c.Users); err != nil {
@@ -318,7 +340,7 @@ func run(ctx context.Context, c config) error {
 	report := renderReport(c, results, drain)
 	fmt.Print(report)
 	if c.OutDir != "" {
-		return os.WriteFile(filepath.Join(dir, "report.md"), []byte(report), 0o644)
+		return os.WriteFile(filepath.Join(dir, "report-debits.md"), []byte(report), 0o644)
 	}
 	return nil
 }
@@ -476,13 +498,15 @@ func drainCheck(ctx context.Context, c config, store *postgres.Store, db *bun.DB
 
 // service is the webhook binary, serving the credits API.
 type service struct {
-	cmd   *exec.Cmd
-	pid   int
-	api   string
-	ready string
-	pprof string
-	key   string
-	done  chan struct{}
+	cmd *exec.Cmd
+	pid int
+	api string
+	// hook is the webhook's URL, secret its signing secret.
+	hook, secret string
+	ready        string
+	pprof        string
+	key          string
+	done         chan struct{}
 }
 
 func startService(ctx context.Context, bin, dir, url, extra string, profile bool) (*service, error) {
@@ -500,10 +524,12 @@ func startService(ctx context.Context, bin, dir, url, extra string, profile bool
 	_, _ = rand.Read(secret)
 	_, _ = rand.Read(key)
 	s := &service{key: base64.RawURLEncoding.EncodeToString(key), api: fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
-		ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[0]), done: make(chan struct{})}
+		hook:   fmt.Sprintf("http://127.0.0.1:%d/api/webhooks/clerk", ports[0]),
+		secret: "whsec_" + base64.StdEncoding.EncodeToString(secret),
+		ready:  fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[0]), done: make(chan struct{})}
 	env := append(os.Environ(),
 		"DATABASE_URL="+url,
-		"CLERK_WEBHOOK_SIGNING_SECRET=whsec_"+base64.StdEncoding.EncodeToString(secret),
+		"CLERK_WEBHOOK_SIGNING_SECRET="+s.secret,
 		"CREDITS_API_KEYS=bench:admin:"+s.key,
 		fmt.Sprintf("HTTP_ADDR=127.0.0.1:%d", ports[0]),
 		fmt.Sprintf("METRICS_ADDR=127.0.0.1:%d", ports[1]),

@@ -234,8 +234,17 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(
 // Sent is how many attempts the run made.
 func (r LoadResult) Sent() int { return len(r.latencies) }
 
+// Latencies are the attempts' latencies, in the order they were recorded.
+func (r LoadResult) Latencies() []time.Duration { return r.latencies }
+
+// Statuses counts the answers by status code.
+func (r LoadResult) Statuses() map[int]int { return r.status }
+
+// Elapsed is the run's wall time.
+func (r LoadResult) Elapsed() time.Duration { return r.elapsed }
+
 // Print writes the summary as "name: value" lines, stable for scripts
-// (hack/bench.sh greps them) and readable for people.
+// (for scripts) and readable for people.
 func (r LoadResult) Print(w io.Writer) {
 	lat := slices.Clone(r.latencies)
 	slices.Sort(lat)

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/creditgate/creditgate/pkg/clerk"
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
+	"github.com/creditgate/creditgate/pkg/ledger"
+	"github.com/creditgate/creditgate/pkg/postgres"
+	"github.com/creditgate/creditgate/pkg/webhook/svixsender"
+)
+
+// setup is what both scenarios start from: the built service, a migrated
+// database on a local PostgreSQL with pg_stat_statements, and the capture.
+type setup struct {
+	dir, serviceBin, url, pgbenchBin string
+	port, pgRoot                     int
+	db                               *bun.DB
+	store                            *postgres.Store
+	hook                             *capture
+}
+
+// The capture's token that varies per new user (svix id, user id, email,
+// signup key, inside the body too): it becomes a pgbench variable.
+const captureToken = "capturebench"
+
+// runSignups measures the webhook's hot path — a signed user.created for a
+// new user, answered once its signup credits are committed — against
+// pgbench running the statement the service sends, at each number of
+// concurrent senders.
+func runSignups(ctx context.Context, c config, s setup) error {
+	// The SQL of one new user, as the service sends it: the store's own
+	// code run once with the capture on.
+	svc := &ledger.Service{Store: s.store, Decode: clerk.Decode, SignupCredits: ledger.DefaultSignupCredits}
+	user := "user_" + captureToken
+	body := clerkevent.Event{Type: clerkevent.UserCreated, UserID: user, Email: clerkevent.EmailFor(user)}.MustBody()
+	stmts, err := s.hook.record(func() error {
+		res, err := svc.Process(ctx, ledger.Delivery{SvixID: "msg_" + captureToken, Body: body, ReceivedAt: time.Now()})
+		if err == nil && res.CreditsGranted != ledger.DefaultSignupCredits {
+			err = fmt.Errorf("the captured delivery granted %d credits: %+v", res.CreditsGranted, res)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("capture a new user: %w", err)
+	}
+	logf("a new user is %d statement(s) in %d round trip(s)", len(stmts), trips(stmts))
+	scripts := map[string]string{}
+	for _, mode := range []string{"simple", "prepared"} {
+		markers := []*marker{{value: captureToken, expr: ":cg_n::text", text: true}}
+		sc, err := pgbenchScript(stmts, "\\set cg_n random(1, 9000000000000000000)\n", markers, mode == "prepared")
+		if err != nil {
+			return err
+		}
+		scripts[mode] = filepath.Join(s.dir, "signup-"+mode+".sql")
+		if err := os.WriteFile(scripts[mode], []byte(sc), 0o644); err != nil {
+			return err
+		}
+	}
+	if c.Hold {
+		logf("holding the database until interrupted: psql %s; pgbench script %s", s.url, scripts["prepared"])
+		<-ctx.Done()
+		return nil
+	}
+	service, err := startService(ctx, s.serviceBin, s.dir, s.url, c.WebhookEnv, c.Profile)
+	if err != nil {
+		return err
+	}
+	if err := service.start(ctx); err != nil {
+		return err
+	}
+	defer service.stop()
+
+	var results []result
+	for i, n := range c.Senders {
+		cc := c
+		cc.Clients = n
+		sender, err := svixsender.New(service.hook, service.secret, svixsender.Options{Conns: n, Lean: c.Client == "lean", Timeout: 30 * time.Second})
+		if err != nil {
+			return err
+		}
+		gen := &svixsender.Generator{EventType: clerkevent.UserCreated, InstanceID: clerkevent.NewID("ins"), Unique: true}
+		// Warm the connections and the service's pool, unmeasured.
+		if _, err := svixsender.Load(ctx, sender, gen, 20*n, n, false); err != nil {
+			return err
+		}
+		r, err := measure(ctx, cc, s.db, s.pgRoot, service.pid, "service", func() (result, error) {
+			if service.pprof != "" && i == 0 {
+				go profileService(ctx, service, s.dir)
+			}
+			lr, err := svixsender.Load(ctx, sender, gen, c.Requests, n, true)
+			return result{Ops: lr.Sent(), Latencies: lr.Latencies(), Statuses: lr.Statuses(), Elapsed: lr.Elapsed()}, err
+		})
+		if err != nil {
+			return err
+		}
+		if r.Statuses[http.StatusOK] != c.Requests {
+			return fmt.Errorf("%d senders: answers by status %v, want %d × 200", n, r.Statuses, c.Requests)
+		}
+		r.Name = fmt.Sprintf("%d senders", n)
+		results = append(results, r)
+		modes := []string{"prepared"}
+		if c.Simple {
+			modes = append(modes, "simple")
+		}
+		for _, mode := range modes {
+			args := []string{"-n", "-h", "127.0.0.1", "-p", strconv.Itoa(s.port), "-U", "postgres", "-c", strconv.Itoa(n),
+				"-j", strconv.Itoa(min(n, runtime.NumCPU())), "-T", strconv.Itoa(c.Seconds), "-M", mode, "-f", scripts[mode], "bench"}
+			var cpu time.Duration
+			r, err := measure(ctx, cc, s.db, s.pgRoot, 0, "pgbench -M "+mode, func() (result, error) {
+				ops, lat, pcpu, el, err := pgbench(ctx, s.pgbenchBin, args, s.dir, fmt.Sprintf("signup-%d-%s", n, mode))
+				cpu = pcpu
+				return result{Ops: ops, Latencies: lat, Elapsed: el}, err
+			})
+			if err != nil {
+				return err
+			}
+			r.ClientCPU = cpu
+			r.Name, r.mode = fmt.Sprintf("%d senders", n), mode
+			results = append(results, r)
+		}
+	}
+	if err := checkInvariants(ctx, s.db); err != nil {
+		return err
+	}
+	// Every delivery made one user with its signup credits, once.
+	var users, credited int
+	if err := s.db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM users),
+		(SELECT count(*) FROM credit_transactions WHERE reason = 'signup_bonus' AND amount = ?)`, ledger.DefaultSignupCredits).
+		Scan(&users, &credited); err != nil {
+		return err
+	}
+	if users != credited {
+		return fmt.Errorf("%d users but %d signup credits", users, credited)
+	}
+	report := renderSignupReport(c, results, users)
+	fmt.Print(report)
+	if c.OutDir != "" {
+		return os.WriteFile(filepath.Join(s.dir, "report-signups.md"), []byte(report), 0o644)
+	}
+	return nil
+}
+
+func trips(stmts []captured) int {
+	if len(stmts) == 0 {
+		return 0
+	}
+	return stmts[len(stmts)-1].trip - stmts[0].trip + 1
+}
+
+// renderSignupReport is the Markdown docs/benchmarks.md shows for the
+// webhook: the runs, then issue 12's targets checked against them.
+func renderSignupReport(c config, rs []result, users int) string {
+	var b strings.Builder
+	rev, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+	pgv, _ := exec.Command("psql", "--version").Output()
+	fmt.Fprintf(&b, "Run %s UTC at %s, %s, %d cores, %s; senders %v (%s), %d signed user.created per service run, pgbench %d s per run",
+		time.Now().UTC().Format("2006-01-02 15:04"), strings.TrimSpace(string(rev)), runtime.Version(), runtime.NumCPU(),
+		strings.TrimSpace(string(pgv)), c.Senders, c.Client, c.Requests, c.Seconds)
+	if c.WebhookEnv != "" {
+		fmt.Fprintf(&b, "; service settings %s", c.WebhookEnv)
+	}
+	b.WriteString(".\n\n")
+	b.WriteString("| senders | run | events or tx | per second | p50 ms | p90 ms | p99 ms | max ms | service CPU µs/event | PostgreSQL CPU µs/op | client CPU µs/op | statements/op | other processes, cores | service peak RSS MB |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rs {
+		what := "**service** (signed webhook)"
+		if r.PeakRSS == 0 {
+			what = "pgbench, same SQL"
+		}
+		rss := "–"
+		if r.PeakRSS > 0 {
+			rss = fmt.Sprintf("%.1f", float64(r.PeakRSS)/1e6)
+		}
+		fmt.Fprintf(&b, "| %s | %s%s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f | %s |\n",
+			r.Name, what, modeOf(r), r.Ops, r.rate(), ms(r.pct(0.5)), ms(r.pct(0.9)), ms(r.pct(0.99)), ms(r.pct(1)),
+			perOp(r.ServiceCPU, r.Ops), perOp(r.PostgresCPU, r.Ops), perOp(r.ClientCPU, r.Ops),
+			float64(r.Statements)/float64(r.Ops), r.OtherCores, rss)
+	}
+	b.WriteString("\n| target (issue 12) | measured | |\n|---|---|---|\n")
+	var peak int64
+	for i, s := range rs {
+		if s.PeakRSS == 0 {
+			continue
+		}
+		peak = max(peak, s.PeakRSS)
+		cpu := float64(s.ServiceCPU) / float64(time.Microsecond) / float64(s.Ops)
+		fmt.Fprintf(&b, "| %s: service CPU < 150 µs per new event | **%.0f µs** | %s |\n", s.Name, cpu, verdict(cpu < 150))
+		if i+1 < len(rs) && rs[i+1].PeakRSS == 0 && s.Clients == 16 {
+			p := rs[i+1]
+			ratio := s.rate() / p.rate()
+			fmt.Fprintf(&b, "| %s: ≥ 0.7 × pgbench `-M prepared` running the same statement | %.0f / %.0f = **%.2f** | %s |\n",
+				s.Name, s.rate(), p.rate(), ratio, verdict(ratio >= 0.7))
+		}
+		if s.Clients == 64 {
+			p99 := s.pct(0.99)
+			fmt.Fprintf(&b, "| %s: p99 < 50 ms | **%s ms** | %s |\n", s.Name, ms(p99), verdict(p99 < 50*time.Millisecond))
+		}
+	}
+	fmt.Fprintf(&b, "| peak RSS < 64 MB | **%.1f MB** | %s |\n", float64(peak)/1e6, verdict(peak < 64e6))
+	fmt.Fprintf(&b, "| every event one user with its signup credits, once | %d users, %d signup credits; invariants hold | met |\n", users, users)
+	return b.String()
+}
