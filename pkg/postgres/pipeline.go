@@ -8,7 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/creditgate/creditgate/pkg/ledger"
 )
@@ -47,30 +46,32 @@ func staleStatement(err error) bool {
 // pipelinedDebit runs a debit's common case. done is false when the general
 // path must decide (nothing was changed).
 func (s *Store) pipelinedDebit(ctx context.Context, r ledger.Request, sp ledger.Spend, render ledger.Render) (ans ledger.Answer, done bool, err error) {
-	conn, err := s.db.DB.Conn(ctx)
+	if s.pool == nil {
+		return ans, false, nil // not a handle of Open's: the general path
+	}
+	// Straight from the pool, past database/sql: the same first-come,
+	// first-served queue, less bookkeeping per debit.
+	pc, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return ans, false, err
 	}
-	defer conn.Close()
-	err = conn.Raw(func(dc any) error {
-		c := dc.(*stdlib.Conn).Conn()
-		ans, done, err = pipelinedDebitOn(ctx, c, s.mode, r, sp, render)
-		if staleStatement(err) {
-			// The server no longer has the statement as prepared (a
-			// pooler discarded it, or a migration changed what it returns):
-			// drop this connection, whose pgx-side record is wrong, and let
-			// Debit run again on another.
-			_ = c.Close(context.WithoutCancel(ctx))
-			return fmt.Errorf("%w: %w", errStaleStatement, err)
-		}
-		if err != nil && c.PgConn().TxStatus() != 'I' {
-			// A failed trip leaves the transaction aborted; a connection
-			// that cannot roll back is closed and leaves the pool (stdlib
-			// drops any connection not idle).
-			_, _ = c.Exec(context.WithoutCancel(ctx), "rollback")
-		}
-		return err
-	})
+	defer pc.Release()
+	c := pc.Conn()
+	ans, done, err = pipelinedDebitOn(ctx, c, s.mode, r, sp, render)
+	if staleStatement(err) {
+		// The server no longer has the statement as prepared (a pooler
+		// discarded it, or a migration changed what it returns): drop this
+		// connection, whose pgx-side record is wrong, and let Debit run
+		// again on another.
+		_ = c.Close(context.WithoutCancel(ctx))
+		return ans, done, fmt.Errorf("%w: %w", errStaleStatement, err)
+	}
+	if err != nil && c.PgConn().TxStatus() != 'I' {
+		// A failed trip leaves the transaction aborted; a connection that
+		// cannot roll back is closed, and the pool drops any connection
+		// not idle when it comes back.
+		_, _ = c.Exec(context.WithoutCancel(ctx), "rollback")
+	}
 	return ans, done, err
 }
 

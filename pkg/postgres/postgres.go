@@ -195,6 +195,8 @@ func statementMode(db *bun.DB) pgx.QueryExecMode {
 // Store is the bun implementation of ledger.Store.
 type Store struct {
 	db *bun.DB
+	// pool is the pgx pool under db, which the hot paths use directly.
+	pool *pgxpool.Pool
 	// mode is how the hot paths send their statements (Open).
 	mode pgx.QueryExecMode
 }
@@ -202,7 +204,7 @@ type Store struct {
 var _ ledger.Store = (*Store)(nil)
 
 // NewStore returns a Store over db.
-func NewStore(db *bun.DB) *Store { return &Store{db: db, mode: statementMode(db)} }
+func NewStore(db *bun.DB) *Store { return &Store{db: db, pool: Pool(db), mode: statementMode(db)} }
 
 // DB returns the underlying handle (for tests and the reconciler's queries).
 func (s *Store) DB() *bun.DB { return s.db }

@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
 
@@ -192,10 +193,14 @@ func (s *Store) applyNewUser(ctx context.Context, uc ledger.UserChange, payload,
 	// connection (pgx's statement cache): no SQL text built per event, and
 	// PostgreSQL plans it once instead of per delivery.
 	for attempt := 1; ; attempt++ {
-		err = s.db.DB.QueryRowContext(ctx, newUserSQL, s.mode,
-			d.SvixID, c.EventType, c.ClerkUserID, payload, raw, d.ReceivedAt, nullable(c.Email), nullableTime(c.UpdatedAt),
-			uc.SignupCredits, ledger.SignupKey(c.ClerkUserID), uc.Outbox,
-		).Scan(&id, &one)
+		args := []any{s.mode, d.SvixID, c.EventType, c.ClerkUserID, payload, raw, d.ReceivedAt, nullable(c.Email),
+			nullableTime(c.UpdatedAt), uc.SignupCredits, ledger.SignupKey(c.ClerkUserID), uc.Outbox}
+		if s.pool != nil {
+			// Straight from the pool, past database/sql.
+			err = s.pool.QueryRow(ctx, newUserSQL, args...).Scan(&id, &one)
+		} else {
+			err = s.db.DB.QueryRowContext(ctx, newUserSQL, args...).Scan(&id, &one)
+		}
 		// The server dropped the connection's prepared statement (a
 		// pooler's DISCARD ALL, a DEALLOCATE): pgx has forgotten it now, so
 		// once more prepares it again. Nothing ran.
@@ -206,7 +211,7 @@ func (s *Store) applyNewUser(ctx context.Context, uc ledger.UserChange, payload,
 	switch {
 	case err == nil:
 		return true, nil
-	case errors.Is(err, sql.ErrNoRows):
+	case errors.Is(err, sql.ErrNoRows) || errors.Is(err, pgx.ErrNoRows):
 		return false, nil // the user exists
 	}
 	if pgErr, isPg := errors.AsType[*pgconn.PgError](err); isPg && (pgErr.Code == "22012" || isRetryable(err)) {
