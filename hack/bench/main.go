@@ -47,6 +47,7 @@ type config struct {
 	Clients, Users, Requests, Seconds, Drain int
 	Senders                                  []int
 	OutDir, WebhookEnv, Client, Scenario     string
+	WebhookBin                               string
 	MaxBusy                                  float64
 	LoadWait                                 time.Duration
 	Simple, Profile, Minimal, Hold           bool
@@ -61,6 +62,7 @@ func main() {
 	flag.IntVar(&c.Requests, "requests", envInt("BENCH_REQUESTS", 20000), "debits per service run (BENCH_REQUESTS)")
 	flag.IntVar(&c.Seconds, "pgbench-seconds", envInt("BENCH_PGBENCH_SECONDS", 20), "length of each pgbench run (BENCH_PGBENCH_SECONDS)")
 	flag.IntVar(&c.Drain, "drain", envInt("BENCH_DRAIN", 1000), "credits of the user the overdraw check drains with 1.5× as many debits (BENCH_DRAIN)")
+	flag.StringVar(&c.WebhookBin, "webhook-bin", os.Getenv("BENCH_WEBHOOK_BIN"), "measure this webhook binary (e.g. one built from another commit on the same schema) instead of building ./cmd/webhook (BENCH_WEBHOOK_BIN)")
 	flag.StringVar(&c.OutDir, "out", os.Getenv("BENCH_OUT_DIR"), "keep the report, logs and pgbench scripts here (BENCH_OUT_DIR)")
 	flag.StringVar(&c.WebhookEnv, "webhook-env", os.Getenv("BENCH_WEBHOOK_ENV"), "more NAME=value settings for the service, space separated (BENCH_WEBHOOK_ENV)")
 	flag.Float64Var(&c.MaxBusy, "max-busy", envFloat("BENCH_MAX_BUSY", 0.3), "before each run, wait while other processes keep more cores than this busy (BENCH_MAX_BUSY)")
@@ -144,16 +146,21 @@ func run(ctx context.Context, c config) error {
 		return fmt.Errorf("pgbench is not in %s (Debian: apt-get install postgresql-contrib or postgresql): %w", pgBin, err)
 	}
 
-	logf("building the service")
-	service := filepath.Join(dir, "webhook")
-	args := []string{"build", "-o", service}
-	if c.Profile {
-		args = append(args, "-tags", "benchpprof")
-	}
-	build := exec.CommandContext(ctx, "go", append(args, "./cmd/webhook")...)
-	build.Dir, build.Stdout, build.Stderr = moduleRoot(), os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("go build ./cmd/webhook: %w", err)
+	service := c.WebhookBin
+	if service == "" {
+		logf("building the service")
+		service = filepath.Join(dir, "webhook")
+		args := []string{"build", "-o", service}
+		if c.Profile {
+			args = append(args, "-tags", "benchpprof")
+		}
+		build := exec.CommandContext(ctx, "go", append(args, "./cmd/webhook")...)
+		build.Dir, build.Stdout, build.Stderr = moduleRoot(), os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("go build ./cmd/webhook: %w", err)
+		}
+	} else if c.Profile {
+		return errors.New("-profile builds the service itself: not with -webhook-bin")
 	}
 
 	logf("starting PostgreSQL (fsync on)")
