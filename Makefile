@@ -76,7 +76,7 @@ lint: fmt-check vet actionlint golangci-lint shellcheck
 golangci-lint:
 	@bin=$$(bash hack/tools.sh golangci-lint) && \
 	for mod in . e2e hack/tools; do \
-	  echo "golangci-lint: $$mod"; (cd $$mod && $$bin/golangci-lint run ./...) || exit 1; \
+	  echo "golangci-lint: $$mod"; (cd $$mod && $$bin/golangci-lint run --allow-parallel-runners ./...) || exit 1; \
 	done
 
 shellcheck:

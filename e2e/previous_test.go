@@ -5,9 +5,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,7 +29,7 @@ import (
 // old pods still serve; not one delivery gets a non-2xx, and afterwards the
 // credits API serves the users the old and the new pods created.
 var _ = Describe("an upgrade from the previous release", Ordered, func() {
-	It("serves every delivery through the upgrade and the credits API after it", Label(LabelUpgrade, LabelAPI), func(ctx SpecContext) {
+	It("serves every delivery and every debit through the upgrade, and the credits API after it", Label(LabelUpgrade, LabelAPI), func(ctx SpecContext) {
 		prevImage, prevChart := os.Getenv("E2E_PREVIOUS_IMAGE"), os.Getenv("E2E_PREVIOUS_CHART")
 		if prevImage == "" || prevChart == "" || env.pg == nil {
 			Skip("E2E_PREVIOUS_IMAGE and E2E_PREVIOUS_CHART (hack/e2e.sh builds them) and the suite's own PostgreSQL are needed")
@@ -111,12 +113,64 @@ var _ = Describe("an upgrade from the previous release", Ordered, func() {
 		if f := os.Getenv("E2E_VALUES"); f != "" {
 			upgrade = append(upgrade, "--values", f)
 		}
+		// The credits API comes with the upgrade (the previous release has
+		// none): from its first answer on, through the rest of the rollout
+		// (old pods draining, new ones starting) and after, a steady client
+		// spends through its Service, and every answer must be a 201.
+		mu.Lock()
+		spenders := slices.Clone(users[1:]) // each holds 20 credits (users[0] is checked below)
+		mu.Unlock()
+		var apiOK, apiNoAnswer atomic.Int64
+		var apiBad []string
+		wg.Go(func() {
+			defer GinkgoRecover()
+			client := &http.Client{Timeout: 15 * time.Second}
+			var api string
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for i := 0; ; {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				if api == "" {
+					if ip, err := runE(env.kubectl, "-n", ns, "get", "service", release+"-api", "-o", "jsonpath={.spec.clusterIP}"); err == nil && strings.TrimSpace(ip) != "" {
+						api = "http://" + net.JoinHostPort(strings.TrimSpace(ip), "8081")
+					}
+					continue
+				}
+				user, key := spenders[i%len(spenders)], fmt.Sprintf("prev-api-%d", i)
+				status, body, err := debitOnce(ctx, client, api, user, key)
+				for retry := 0; err != nil && apiOK.Load() > 0 && retry < 3; retry++ {
+					// No answer at all (the idle-close race): an
+					// application retries with the same key.
+					apiNoAnswer.Add(1)
+					status, body, err = debitOnce(ctx, client, api, user, key)
+				}
+				if apiOK.Load() == 0 && status != http.StatusCreated {
+					continue // not serving yet: the first pod with the API is still starting
+				}
+				i++
+				if status == http.StatusCreated {
+					apiOK.Add(1)
+					continue
+				}
+				mu.Lock()
+				apiBad = append(apiBad, fmt.Sprintf("%s %s: %d %v %s", user, key, status, err, body))
+				mu.Unlock()
+			}
+		})
 		GinkgoWriter.Println(run(env.helm, upgrade...))
 		k("rollout", "status", "deployment/"+release, "--timeout=5m")
 		upgraded := sent.Load()
 		Eventually(sent.Load).WithTimeout(2 * time.Minute).Should(BeNumerically(">=", upgraded+50))
+		Eventually(apiOK.Load).WithTimeout(2*time.Minute).Should(BeNumerically(">=", 50), "debits through the API Service")
 		close(stop)
 		wg.Wait()
+		GinkgoWriter.Printf("credits API through the upgrade: %d debits answered 201, %d attempts without an answer (retried with the same key)\n",
+			apiOK.Load(), apiNoAnswer.Load())
+		Expect(apiBad).To(BeEmpty(), "credits API answers other than 201 once it served:\n%s", joined(apiBad))
 		GinkgoWriter.Printf("upgrade from the previous release: %d deliveries, %d of them after the rollout, %d attempts without an answer (retried)\n",
 			sent.Load(), sent.Load()-upgraded, transportErrs.Load())
 		Expect(bad).To(BeEmpty(), "non-2xx answers through the upgrade:\n%s", joined(bad))
@@ -138,3 +192,23 @@ var _ = Describe("an upgrade from the previous release", Ordered, func() {
 		Expect(vs).To(BeEmpty())
 	}, SpecTimeout(20*time.Minute))
 })
+
+// debitOnce makes one debit of 1 credit through the API at base, without
+// retrying.
+func debitOnce(ctx context.Context, client *http.Client, base, user, key string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/users/"+user+"/debits",
+		strings.NewReader(`{"amount":1,"reason":"generation"}`))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+env.apiKey)
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, string(b), nil
+}
