@@ -122,6 +122,9 @@ var _ = Describe("an upgrade from the previous release", Ordered, func() {
 		mu.Unlock()
 		var apiOK, apiNoAnswer atomic.Int64
 		var apiBad []string
+		var lastBefore atomic.Value // the last answer before the API served
+		before := map[int]int{}     // answers before it served, by status (0: none)
+		lastBefore.Store("no attempt yet (no API Service)")
 		wg.Go(func() {
 			defer GinkgoRecover()
 			client := &http.Client{Timeout: 15 * time.Second}
@@ -141,6 +144,11 @@ var _ = Describe("an upgrade from the previous release", Ordered, func() {
 					continue
 				}
 				user, key := spenders[i%len(spenders)], fmt.Sprintf("prev-api-%d", i)
+				if apiOK.Load() == 0 {
+					// A fresh key per attempt until it serves: an answer
+					// stored under a key would be replayed.
+					key = fmt.Sprintf("prev-api-first-%d", time.Now().UnixNano())
+				}
 				status, body, err := debitOnce(ctx, client, api, user, key)
 				for retry := 0; err != nil && apiOK.Load() > 0 && retry < 3; retry++ {
 					// No answer at all (the idle-close race): an
@@ -149,6 +157,10 @@ var _ = Describe("an upgrade from the previous release", Ordered, func() {
 					status, body, err = debitOnce(ctx, client, api, user, key)
 				}
 				if apiOK.Load() == 0 && status != http.StatusCreated {
+					lastBefore.Store(fmt.Sprintf("%s %s: %d %v %s", user, key, status, err, body))
+					mu.Lock()
+					before[status]++
+					mu.Unlock()
 					continue // not serving yet: the first pod with the API is still starting
 				}
 				i++
@@ -165,11 +177,13 @@ var _ = Describe("an upgrade from the previous release", Ordered, func() {
 		k("rollout", "status", "deployment/"+release, "--timeout=5m")
 		upgraded := sent.Load()
 		Eventually(sent.Load).WithTimeout(2 * time.Minute).Should(BeNumerically(">=", upgraded+50))
-		Eventually(apiOK.Load).WithTimeout(2*time.Minute).Should(BeNumerically(">=", 50), "debits through the API Service")
+		Eventually(apiOK.Load).WithTimeout(2*time.Minute).Should(BeNumerically(">=", 50), func() string {
+			return "debits through the API Service; the last answer before any 201: " + lastBefore.Load().(string)
+		})
 		close(stop)
 		wg.Wait()
-		GinkgoWriter.Printf("credits API through the upgrade: %d debits answered 201, %d attempts without an answer (retried with the same key)\n",
-			apiOK.Load(), apiNoAnswer.Load())
+		GinkgoWriter.Printf("credits API through the upgrade: %d debits answered 201, %d attempts without an answer (retried with the same key); before its first 201: %v (last: %s)\n",
+			apiOK.Load(), apiNoAnswer.Load(), before, lastBefore.Load())
 		Expect(apiBad).To(BeEmpty(), "credits API answers other than 201 once it served:\n%s", joined(apiBad))
 		GinkgoWriter.Printf("upgrade from the previous release: %d deliveries, %d of them after the rollout, %d attempts without an answer (retried)\n",
 			sent.Load(), sent.Load()-upgraded, transportErrs.Load())
