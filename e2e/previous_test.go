@@ -161,7 +161,13 @@ var _ = Describe("an upgrade from the previous release", Ordered, func() {
 					mu.Lock()
 					before[status]++
 					mu.Unlock()
-					continue // not serving yet: the first pod with the API is still starting
+					// Not serving yet: the first pod with the API is still
+					// starting, or the node has not routed the new Service's
+					// address yet (a connection made then reaches whatever
+					// answers that address off the node, here an empty 404,
+					// and keep-alive would keep it): start afresh next time.
+					client.CloseIdleConnections()
+					continue
 				}
 				i++
 				if status == http.StatusCreated {
