@@ -901,3 +901,45 @@ func TestHealth(t *testing.T) {
 	}
 	wantResponse(t, "/healthz", e.get(t, "/healthz"), http.StatusOK, map[string]any{"status": "ok"})
 }
+
+// TestUnmatchedRequestsAreCounted: a path no route has (404) and a route
+// asked with a method it does not take (405) are counted in
+// creditgate_http_requests_total under route "unmatched", with their status,
+// so that a scanner or a misconfigured sender shows on the dashboard.
+func TestUnmatchedRequestsAreCounted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for path, want := range map[string]int{"/wp-login.php": http.StatusNotFound, "/api/webhooks/clerk": http.StatusMethodNotAllowed} {
+		resp, err := e.client.Get(e.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s = %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	want := map[string]float64{"404": 1, "405": 1}
+	got := map[string]float64{}
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "creditgate_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			if labels["route"] == "unmatched" && labels["method"] == http.MethodGet {
+				got[labels["code"]] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("creditgate_http_requests_total{route=\"unmatched\",method=\"GET\"} by code (-want +got):\n%s", diff)
+	}
+}

@@ -13,6 +13,12 @@ import (
 func (h *Handler) Routes() http.Handler {
 	r := mux.NewRouter()
 	r.Use(h.instrument)
+	// mux runs middleware for matched routes only: a scanner's 404s and a
+	// wrong method's 405s are counted too, as route "unmatched".
+	r.NotFoundHandler = h.instrument(http.NotFoundHandler())
+	r.MethodNotAllowedHandler = h.instrument(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
+	}))
 	r.HandleFunc("/api/webhooks/clerk", h.clerk).Methods(http.MethodPost)
 	r.HandleFunc("/healthz", h.healthz).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", h.readyz).Methods(http.MethodGet, http.MethodHead)
@@ -30,7 +36,7 @@ func (h *Handler) Routes() http.Handler {
 // path, so that label values stay bounded.
 func (h *Handler) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		route := "unknown"
+		route := "unmatched"
 		if cr := mux.CurrentRoute(r); cr != nil {
 			if t, err := cr.GetPathTemplate(); err == nil {
 				route = t
