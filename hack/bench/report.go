@@ -21,34 +21,8 @@ func perOp(d time.Duration, ops int) string {
 // targets of issue 11 checked against them.
 func renderReport(c config, rs []result, d drainResult) string {
 	var b strings.Builder
-	rev, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
-	pgv, _ := exec.Command("psql", "--version").Output()
-	fmt.Fprintf(&b, "Run %s UTC at %s, %s, %d cores, %s; %d clients (%s), %d debits of 1 per service run, pgbench %d s per run",
-		time.Now().UTC().Format("2006-01-02 15:04"), strings.TrimSpace(string(rev)), runtime.Version(), runtime.NumCPU(),
-		strings.TrimSpace(string(pgv)), c.Clients, c.Client, c.Requests, c.Seconds)
-	if c.WebhookEnv != "" {
-		fmt.Fprintf(&b, "; service settings %s", c.WebhookEnv)
-	}
-	b.WriteString(".\n\n")
-	b.WriteString("| scenario | run | debits or tx | per second | p50 ms | p90 ms | p99 ms | max ms | service CPU µs/debit | PostgreSQL CPU µs/op | client CPU µs/op | statements/op | other processes, cores | service peak RSS MB |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, r := range rs {
-		what := "**service** (HTTP API)"
-		switch {
-		case r.What != "":
-			what = r.What
-		case r.PeakRSS == 0:
-			what = "pgbench, same SQL"
-		}
-		rss := "–"
-		if r.PeakRSS > 0 {
-			rss = fmt.Sprintf("%.1f", float64(r.PeakRSS)/1e6)
-		}
-		fmt.Fprintf(&b, "| %s | %s%s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f | %s |\n",
-			r.Name, what, modeOf(r), r.Ops, r.rate(), ms(r.pct(0.5)), ms(r.pct(0.9)), ms(r.pct(0.99)), ms(r.pct(1)),
-			perOp(r.ServiceCPU, r.Ops), perOp(r.PostgresCPU, r.Ops), perOp(r.ClientCPU, r.Ops),
-			float64(r.Statements)/float64(r.Ops), r.OtherCores, rss)
-	}
+	writeRuns(&b, c, fmt.Sprintf("%d clients (%s), %d debits of 1 per service run", c.Clients, c.Client, c.Requests),
+		"scenario", "debits or tx", "debit", "**service** (HTTP API)", rs)
 	b.WriteString("\n| target (issue 11) | measured | |\n|---|---|---|\n")
 	for i := 0; i+1 < len(rs); i++ {
 		s, p := rs[i], rs[i+1]
@@ -72,6 +46,41 @@ func renderReport(c config, rs []result, d drainResult) string {
 	fmt.Fprintf(&b, "| never overdrawn: %d concurrent debits of 1 against %d credits | %d succeeded, %d `insufficient_credits`, %d other; balance %d; invariants hold | %s |\n",
 		d.Requests, d.Credits, d.Created, d.Refused, d.Other, d.Balance, verdict(d.Created == d.Credits && d.Balance == 0 && d.Other == 0))
 	return b.String()
+}
+
+// writeRuns writes the line that says when, where and what ran, then one
+// table row per run: first names the first column, ops what a row counts,
+// unit what the service's CPU is per, service how the service's runs are
+// named.
+func writeRuns(b *strings.Builder, c config, load, first, ops, unit, service string, rs []result) {
+	rev, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+	pgv, _ := exec.Command("psql", "--version").Output()
+	fmt.Fprintf(b, "Run %s UTC at %s, %s, %d cores, %s; %s, pgbench %d s per run",
+		time.Now().UTC().Format("2006-01-02 15:04"), strings.TrimSpace(string(rev)), runtime.Version(), runtime.NumCPU(),
+		strings.TrimSpace(string(pgv)), load, c.Seconds)
+	if c.WebhookEnv != "" {
+		fmt.Fprintf(b, "; service settings %s", c.WebhookEnv)
+	}
+	b.WriteString(".\n\n")
+	fmt.Fprintf(b, "| %s | run | %s | per second | p50 ms | p90 ms | p99 ms | max ms | service CPU µs/%s | PostgreSQL CPU µs/op | client CPU µs/op | statements/op | other processes, cores | service peak RSS MB |\n", first, ops, unit)
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rs {
+		what := service
+		switch {
+		case r.What != "":
+			what = r.What
+		case r.PeakRSS == 0:
+			what = "pgbench, same SQL"
+		}
+		rss := "–"
+		if r.PeakRSS > 0 {
+			rss = fmt.Sprintf("%.1f", float64(r.PeakRSS)/1e6)
+		}
+		fmt.Fprintf(b, "| %s | %s%s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f | %s |\n",
+			r.Name, what, modeOf(r), r.Ops, r.rate(), ms(r.pct(0.5)), ms(r.pct(0.9)), ms(r.pct(0.99)), ms(r.pct(1)),
+			perOp(r.ServiceCPU, r.Ops), perOp(r.PostgresCPU, r.Ops), perOp(r.ClientCPU, r.Ops),
+			float64(r.Statements)/float64(r.Ops), r.OtherCores, rss)
+	}
 }
 
 func modeOf(r result) string {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -168,31 +167,8 @@ func trips(stmts []captured) int {
 // webhook: the runs, then issue 12's targets checked against them.
 func renderSignupReport(c config, rs []result, users int) string {
 	var b strings.Builder
-	rev, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
-	pgv, _ := exec.Command("psql", "--version").Output()
-	fmt.Fprintf(&b, "Run %s UTC at %s, %s, %d cores, %s; senders %v (%s), %d signed user.created per service run, pgbench %d s per run",
-		time.Now().UTC().Format("2006-01-02 15:04"), strings.TrimSpace(string(rev)), runtime.Version(), runtime.NumCPU(),
-		strings.TrimSpace(string(pgv)), c.Senders, c.Client, c.Requests, c.Seconds)
-	if c.WebhookEnv != "" {
-		fmt.Fprintf(&b, "; service settings %s", c.WebhookEnv)
-	}
-	b.WriteString(".\n\n")
-	b.WriteString("| senders | run | events or tx | per second | p50 ms | p90 ms | p99 ms | max ms | service CPU µs/event | PostgreSQL CPU µs/op | client CPU µs/op | statements/op | other processes, cores | service peak RSS MB |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, r := range rs {
-		what := "**service** (signed webhook)"
-		if r.PeakRSS == 0 {
-			what = "pgbench, same SQL"
-		}
-		rss := "–"
-		if r.PeakRSS > 0 {
-			rss = fmt.Sprintf("%.1f", float64(r.PeakRSS)/1e6)
-		}
-		fmt.Fprintf(&b, "| %s | %s%s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f | %s |\n",
-			r.Name, what, modeOf(r), r.Ops, r.rate(), ms(r.pct(0.5)), ms(r.pct(0.9)), ms(r.pct(0.99)), ms(r.pct(1)),
-			perOp(r.ServiceCPU, r.Ops), perOp(r.PostgresCPU, r.Ops), perOp(r.ClientCPU, r.Ops),
-			float64(r.Statements)/float64(r.Ops), r.OtherCores, rss)
-	}
+	writeRuns(&b, c, fmt.Sprintf("senders %v (%s), %d signed user.created per service run", c.Senders, c.Client, c.Requests),
+		"senders", "events or tx", "event", "**service** (signed webhook)", rs)
 	b.WriteString("\n| target (issue 12) | measured | |\n|---|---|---|\n")
 	var peak int64
 	for i, s := range rs {
