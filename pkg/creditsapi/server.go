@@ -121,6 +121,9 @@ func (s *Server) Routes() http.Handler {
 	}
 	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, notAllowed
 	h := HandlerWithOptions(s, GorillaServerOptions{BaseRouter: r, ErrorHandlerFunc: s.paramError})
+	if s.metrics != nil {
+		s.metrics.precreate(r)
+	}
 	if !s.tracing {
 		return h
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/creditgate/creditgate/pkg/clerk"
 	"github.com/creditgate/creditgate/pkg/clerk/clerkfake"
 	"github.com/creditgate/creditgate/pkg/ledger"
+	"github.com/creditgate/creditgate/pkg/metricstest"
 	"github.com/creditgate/creditgate/pkg/pgtest"
 	"github.com/creditgate/creditgate/pkg/postgres"
 	"github.com/creditgate/creditgate/pkg/reconcile"
@@ -289,34 +290,12 @@ func TestMetadataForAUserGoneFromClerkIsSkipped(t *testing.T) {
 	if b, _ := store.Backlog(ctx); b.OutboxDead != 0 || b.OutboxPending != 0 {
 		t.Errorf("backlog = %+v, want nothing pending or dead", b)
 	}
-	if n := counterValue(t, reg, "creditgate_outbox_deliveries_total", "result", "skipped"); n != 1 {
+	if n := metricstest.Value(t, reg, "creditgate_outbox_deliveries_total", "result", "skipped"); n != 1 {
 		t.Errorf("creditgate_outbox_deliveries_total{result=\"skipped\"} = %v, want 1", n)
 	}
 	if fake.MetadataWrites("user_gone") != 0 {
 		t.Error("a write for a user Clerk does not have succeeded")
 	}
-}
-
-// counterValue reads one labelled counter series from reg.
-func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
 }
 
 // TestSlowClerkHoldsNoConnection: while the outbox worker waits on a Clerk

@@ -22,6 +22,7 @@ import (
 	"github.com/creditgate/creditgate/pkg/clerk"
 	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 	"github.com/creditgate/creditgate/pkg/ledger"
+	"github.com/creditgate/creditgate/pkg/metricstest"
 	"github.com/creditgate/creditgate/pkg/pgtest"
 	"github.com/creditgate/creditgate/pkg/postgres"
 	"github.com/creditgate/creditgate/pkg/webhook"
@@ -144,33 +145,6 @@ func (e *env) get(t testing.TB, path string) response {
 	return r
 }
 
-// counter returns the value of the counter series name{label="value"}, or of
-// the unlabelled counter name when label is "".
-func (e *env) counter(t testing.TB, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatalf("gather metrics: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if label == "" && len(m.GetLabel()) == 0 {
-				return m.GetCounter().GetValue()
-			}
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no metric %s{%s=%q}", name, label, value)
-	return 0
-}
-
 // wantCounters checks counter series, keyed name{label="value"} as in PromQL.
 func (e *env) wantCounters(t testing.TB, want map[string]float64) {
 	t.Helper()
@@ -183,7 +157,11 @@ func (e *env) wantCounters(t testing.TB, want map[string]float64) {
 			label, value, _ = strings.Cut(kv, "=")
 			value = strings.Trim(value, `"`)
 		}
-		got[series] = e.counter(t, name, label, value)
+		var pairs []string
+		if label != "" {
+			pairs = []string{label, value}
+		}
+		got[series] = metricstest.Value(t, e.reg, name, pairs...)
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("metrics (-want +got):\n%s", diff)
@@ -920,26 +898,21 @@ func TestUnmatchedRequestsAreCounted(t *testing.T) {
 		}
 	}
 	want := map[string]float64{"404": 1, "405": 1}
-	got := map[string]float64{}
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "creditgate_http_requests_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				labels[lp.GetName()] = lp.GetValue()
-			}
-			if labels["route"] == "unmatched" && labels["method"] == http.MethodGet {
-				got[labels["code"]] += m.GetCounter().GetValue()
-			}
-		}
-	}
+	got := metricstest.ByLabel(t, e.reg, "creditgate_http_requests_total", "code", "route", "unmatched", "method", http.MethodGet)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("creditgate_http_requests_total{route=\"unmatched\",method=\"GET\"} by code (-want +got):\n%s", diff)
+	}
+}
+
+// TestDeliverySeriesExistFromTheStart: the delivery route's 200, 500 and
+// 503 series, which the error-rate alert divides, exist at 0 before the
+// first delivery, so that Prometheus counts a new pod's first answers
+// (rate() cannot count what a series held at its first scrape).
+func TestDeliverySeriesExistFromTheStart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	got := metricstest.ByLabel(t, e.reg, "creditgate_http_requests_total", "code", "route", "/api/webhooks/clerk", "method", http.MethodPost)
+	if diff := cmp.Diff(map[string]float64{"200": 0, "500": 0, "503": 0}, got); diff != "" {
+		t.Errorf("creditgate_http_requests_total{route=\"/api/webhooks/clerk\",method=\"POST\"} before any delivery (-want +got):\n%s", diff)
 	}
 }

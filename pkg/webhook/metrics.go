@@ -1,6 +1,8 @@
 package webhook
 
 import (
+	"net/http"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -75,5 +77,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.verifyFailed.WithLabelValues(r)
 	}
 	m.ignored.WithLabelValues("email")
+	// The delivery route's answers the error-rate alert divides, at 0 from
+	// the start: rate() cannot count what a series held at its first scrape,
+	// so a new pod's first successes (or first failures) would be lost to
+	// the alert if their series were created by the first request.
+	for _, code := range []string{"200", "500", "503"} {
+		m.httpRequests.WithLabelValues(clerkRoute, http.MethodPost, code)
+	}
+	m.httpDurations.WithLabelValues(clerkRoute, http.MethodPost)
 	return m
 }

@@ -19,7 +19,7 @@ func (h *Handler) Routes() http.Handler {
 	r.MethodNotAllowedHandler = h.instrument(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
 	}))
-	r.HandleFunc("/api/webhooks/clerk", h.clerk).Methods(http.MethodPost)
+	r.HandleFunc(clerkRoute, h.clerk).Methods(http.MethodPost)
 	r.HandleFunc("/healthz", h.healthz).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", h.readyz).Methods(http.MethodGet, http.MethodHead)
 	if !h.tracing {
@@ -31,6 +31,9 @@ func (h *Handler) Routes() http.Handler {
 			return r.Method + " " + r.URL.Path
 		}))
 }
+
+// clerkRoute is where Svix delivers Clerk's events.
+const clerkRoute = "/api/webhooks/clerk"
 
 // instrument records Prometheus HTTP metrics by route template, never by raw
 // path, so that label values stay bounded.

@@ -23,6 +23,7 @@ import (
 	"github.com/creditgate/creditgate/pkg/clerk"
 	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 	"github.com/creditgate/creditgate/pkg/ledger"
+	"github.com/creditgate/creditgate/pkg/metricstest"
 	"github.com/creditgate/creditgate/pkg/pgtest"
 	"github.com/creditgate/creditgate/pkg/postgres"
 	"github.com/creditgate/creditgate/pkg/webhook"
@@ -229,7 +230,7 @@ func TestDatabaseDown(t *testing.T) {
 	if ra := got.Header.Get("Retry-After"); ra != strconv.Itoa(webhook.RetryAfterSeconds) {
 		t.Errorf("Retry-After = %q, want %d", ra, webhook.RetryAfterSeconds)
 	}
-	if n := counter(t, reg, "creditgate_webhook_deliveries_total", "failed"); n != 1 {
+	if n := metricstest.Value(t, reg, "creditgate_webhook_deliveries_total", "outcome", "failed"); n != 1 {
 		t.Errorf(`creditgate_webhook_deliveries_total{outcome="failed"} = %v, want 1`, n)
 	}
 
@@ -292,27 +293,4 @@ func TestDatabaseDown(t *testing.T) {
 		Events:   map[string]string{"msg_1": "processed", "msg_2": "processed"},
 	})
 	pgtest.CheckInvariants(t, check)
-}
-
-// counter returns the value of the counter series name{outcome="outcome"}.
-func counter(t *testing.T, reg *prometheus.Registry, name, outcome string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "outcome" && lp.GetValue() == outcome {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no series %s{outcome=%q}", name, outcome)
-	return 0
 }
