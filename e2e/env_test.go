@@ -193,6 +193,17 @@ func setupFakeClerk() {
 // plus extra --set pairs, and waits for it.
 func installChart(extra ...string) string {
 	GinkgoHelper()
+	var flags []string
+	for _, e := range extra {
+		flags = append(flags, "--set", e)
+	}
+	return installChartFlags(flags...)
+}
+
+// installChartFlags is installChart with any helm flags after the suite's
+// values (--set-json, --values, …).
+func installChartFlags(extra ...string) string {
+	GinkgoHelper()
 	repo, tag, _ := strings.Cut(env.image, ":")
 	args := []string{"upgrade", "--install", env.release, env.chart,
 		"--namespace", env.namespace, "--create-namespace", "--wait", "--timeout", "6m",
@@ -213,10 +224,7 @@ func installChart(extra ...string) string {
 	if f := os.Getenv("E2E_VALUES"); f != "" {
 		args = append(args, "--values", f)
 	}
-	for _, e := range extra {
-		args = append(args, "--set", e)
-	}
-	return run(env.helm, args...)
+	return run(env.helm, append(args, extra...)...)
 }
 
 // serviceURL is the webhook Service's address: its ClusterIP, which

@@ -13,4 +13,5 @@ const (
 	LabelUpgrade     = "upgrade"
 	LabelMetrics     = "metrics"
 	LabelAPI         = "api"
+	LabelMonitoring  = "monitoring"
 )

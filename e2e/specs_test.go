@@ -7,10 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
-	"regexp"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,9 +19,14 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/uptrace/bun"
 
 	"github.com/creditgate/creditgate/pkg/clerk/clerkfake"
+	"github.com/creditgate/creditgate/pkg/metricstest"
 	"github.com/creditgate/creditgate/pkg/postgres"
 )
 
@@ -433,19 +438,18 @@ func concurrently(n int, f func(i int) attempt) {
 	}
 }
 
-var outcomeLine = regexp.MustCompile(`^creditgate_webhook_deliveries_total\{outcome="([a-z_]+)"\} ([0-9.e+]+)$`)
-
-// scrapeOutcomes sums creditgate_webhook_deliveries_total over the webhook pods.
+// scrapeOutcomes sums creditgate_webhook_deliveries_total by outcome over
+// the ready webhook pods, read with Prometheus' own text parser.
 func scrapeOutcomes() map[string]float64 {
 	GinkgoHelper()
 	sum := map[string]float64{}
 	for _, pod := range webhookPods() {
-		for _, line := range strings.Split(podMetrics(pod), "\n") {
-			if m := outcomeLine.FindStringSubmatch(line); m != nil {
-				v, err := strconv.ParseFloat(m[2], 64)
-				Expect(err).NotTo(HaveOccurred())
-				sum[m[1]] += v
-			}
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		mfs, err := p.TextToMetricFamilies(strings.NewReader(podMetrics(pod)))
+		Expect(err).NotTo(HaveOccurred())
+		g := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { return slices.Collect(maps.Values(mfs)), nil })
+		for outcome, v := range metricstest.ByLabel(GinkgoT(), g, "creditgate_webhook_deliveries_total", "outcome") {
+			sum[outcome] += v
 		}
 	}
 	return sum

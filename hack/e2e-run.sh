@@ -10,6 +10,8 @@
 #   E2E_KUBECTL, E2E_HELM   the binaries to use
 # optional: E2E_DATABASE_URL, E2E_POD_DATABASE_URL, E2E_DATABASE_RESTART,
 #   E2E_WEBHOOK_URL, E2E_VALUES, E2E_LABELS (a Ginkgo label filter), E2E_SKIP_CLEANUP=true,
+#   E2E_PROMETHEUS, E2E_PUSHGATEWAY, E2E_OPERATOR_CRDS (the monitoring spec's
+#   binaries and the Prometheus Operator's CRD directory; unset: it is skipped),
 #   E2E_REPEAT=N (every selected spec runs N times in a row and must pass each
 #   time; read by the suite itself, see e2e/suite_test.go).
 set -euo pipefail

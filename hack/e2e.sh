@@ -11,6 +11,15 @@ source hack/cluster/lib.sh
 
 start=$SECONDS
 tools_bin=$(bash hack/tools.sh)
+# The monitoring spec's Prometheus (the server of the promtool version) and
+# Pushgateway, and the Prometheus Operator's CRDs from its Go module, at the
+# version whose API types e2e/go.mod uses (never fetched from the network).
+mon_bin=$(bash hack/tools.sh prometheus pushgateway)
+op_version=$(cd e2e && go list -m -f '{{.Version}}' github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring)
+op_dir=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$op_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+[[ -d $op_dir/example/prometheus-operator-crd ]] || { log "no CRDs in the prometheus-operator module at $op_version ($op_dir)"; exit 1; }
+export E2E_PROMETHEUS=$mon_bin/prometheus E2E_PUSHGATEWAY=$mon_bin/pushgateway
+export E2E_OPERATOR_CRDS=$op_dir/example/prometheus-operator-crd
 bash hack/cluster/build.sh
 
 teardown() {

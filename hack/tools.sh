@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tools.sh: install the pinned tools the chart checks use (helm, promtool)
-# and, when named, the linter (golangci-lint) into a cache directory and print
-# that bin directory on stdout.
+# and, when named, the linter (golangci-lint) or the e2e monitoring spec's
+# Prometheus server and Pushgateway (prometheus, pushgateway) into a cache
+# directory and print that bin directory on stdout.
 #
 #   bin=$(bash hack/tools.sh)          # then "$bin/helm", "$bin/promtool"
 #   PATH="$(bash hack/tools.sh):$PATH"
@@ -27,6 +28,9 @@ BIN=$CACHE/bin
 HELM_VERSION=v3.22.0
 PROMTOOL_VERSION=v0.316.0
 GOLANGCI_LINT_VERSION=v2.15.0
+# The e2e monitoring spec's Prometheus is the server of the promtool version.
+PROMETHEUS_VERSION=$PROMTOOL_VERSION
+PUSHGATEWAY_VERSION=v1.11.0
 
 # Helm's release builds stamp the Kubernetes version that `helm template` and
 # `helm lint` assume (from its client-go, v0.37 -> 1.37) and Helm's own
@@ -44,6 +48,10 @@ PROMTOOL_LDFLAGS="-s -w -X github.com/prometheus/common/version.Version=$PROMTOO
 # rules` and `promtool test rules`, which discover nothing: leave them out. (The
 # Kubernetes SD stays: promtool imports it directly.)
 PROMTOOL_TAGS=remove_all_sd
+# The server keeps only the Kubernetes SD, which the e2e spec scrapes with.
+PROMETHEUS_TAGS=remove_all_sd,enable_kubernetes_sd
+PROMETHEUS_LDFLAGS="-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION"
+PUSHGATEWAY_LDFLAGS="-s -w -X github.com/prometheus/common/version.Version=$PUSHGATEWAY_VERSION"
 
 log() { printf 'tools.sh: %s\n' "$*" >&2; }
 
@@ -86,8 +94,20 @@ install() {
     done
   ) >&2 &
   ticker=$!
-  GOBIN=$BIN CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
-    go install -trimpath -tags="$tags" -ldflags="$ldflags" "$pkg@$version" >&2 &
+  if [[ $name == pushgateway ]]; then
+    # The proxy serves this module's versions but refuses its version list,
+    # which `go install pkg@version` reads (for deprecations): build it in a
+    # throwaway module that requires the exact version instead.
+    (
+      tmp=$(mktemp -d) && trap 'rm -rf "$tmp"' EXIT && cd "$tmp" &&
+        printf 'module tools.local/%s\n\ngo 1.26\n\nrequire %s %s\n' "$name" "$pkg" "$version" >go.mod &&
+        CGO_ENABLED=0 GOFLAGS='-mod=mod -buildvcs=false' \
+          go build -trimpath -tags="$tags" -ldflags="$ldflags" -o "$BIN/$name" "$pkg"
+    ) >&2 &
+  else
+    GOBIN=$BIN CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
+      go install -trimpath -tags="$tags" -ldflags="$ldflags" "$pkg@$version" >&2 &
+  fi
   build=$!
   trap 'kill $ticker $build 2>/dev/null || true' EXIT
   wait "$build" || rc=$?
@@ -108,12 +128,14 @@ for tool in "${tools[@]}"; do
   case $tool in
   helm) install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$HELM_LDFLAGS" ;;
   promtool) install promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION" "$PROMTOOL_LDFLAGS" "$PROMTOOL_TAGS" ;;
+  prometheus) install prometheus github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_VERSION" "$PROMETHEUS_LDFLAGS" "$PROMETHEUS_TAGS" ;;
+  pushgateway) install pushgateway github.com/prometheus/pushgateway "$PUSHGATEWAY_VERSION" "$PUSHGATEWAY_LDFLAGS" ;;
   golangci-lint)
     install golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint "$GOLANGCI_LINT_VERSION" \
       "-s -w -X main.version=${GOLANGCI_LINT_VERSION#v}"
     ;;
   *)
-    log "unknown tool $tool (helm, promtool, golangci-lint)"
+    log "unknown tool $tool (helm, promtool, prometheus, pushgateway, golangci-lint)"
     exit 2
     ;;
   esac

@@ -30,7 +30,7 @@ func alertRules(t *testing.T, m *manifests) []rule {
 	if len(m.PrometheusRules) != 1 || len(m.PrometheusRules[0].Spec.Groups) != 1 {
 		t.Fatalf("want one PrometheusRule with one group, got %d", len(m.PrometheusRules))
 	}
-	rules := m.PrometheusRules[0].Spec.Groups[0].Rules
+	rules := ruleGroups(m.PrometheusRules[0])[0].Rules
 	if len(rules) == 0 {
 		t.Fatal("the PrometheusRule has no rules")
 	}
@@ -75,7 +75,7 @@ func TestAlertRules(t *testing.T) {
 	m := render(t, alertsRelease)
 	rules := alertRules(t, m)
 	full := filepath.Join(dir, "rules-full.yaml")
-	writeRulesFile(t, full, m.PrometheusRules[0].Spec.Groups)
+	writeRulesFile(t, full, ruleGroups(m.PrometheusRules[0]))
 	if out, err := run(ctx, dir, nil, promtool, "check", "rules", full); err != nil {
 		t.Fatalf("promtool check rules: %v", err)
 	} else {
@@ -83,7 +83,7 @@ func TestAlertRules(t *testing.T) {
 	}
 	all := render(t, valueSets()[1])
 	allPath := filepath.Join(dir, "rules-all-on.yaml")
-	writeRulesFile(t, allPath, all.PrometheusRules[0].Spec.Groups)
+	writeRulesFile(t, allPath, ruleGroups(all.PrometheusRules[0]))
 	if _, err := run(ctx, dir, nil, promtool, "check", "rules", allPath); err != nil {
 		t.Fatalf("promtool check rules (all-on values): %v", err)
 	}
@@ -91,7 +91,7 @@ func TestAlertRules(t *testing.T) {
 	// The unit tests check when alerts fire and their labels; promtool
 	// compares annotations in full, so they are left out here and checked
 	// for one alert by annotations_test.yaml against the full rules.
-	stripped := slices.Clone(m.PrometheusRules[0].Spec.Groups)
+	stripped := ruleGroups(m.PrometheusRules[0])
 	stripped[0].Rules = nil
 	for _, r := range rules {
 		r.Annotations = nil
@@ -379,5 +379,38 @@ func TestAlertSelectors(t *testing.T) {
 	r := findRule(t, alertRules(t, custom), "CreditgateLedgerDrift")
 	if want := fmt.Sprintf("creditgate_ledger_drift_users{%s}", `service="x"`); !strings.Contains(r.Expr, want) {
 		t.Errorf("webhookSelector: expr %q lacks %q", r.Expr, want)
+	}
+}
+
+// TestAlertOverrides checks monitoring.alerts.overrides: an alert's for and
+// threshold change and nothing else does; an override naming no alert, or a
+// threshold for an alert that compares with none, fails the render.
+func TestAlertOverrides(t *testing.T) {
+	t.Parallel()
+	base := alertRules(t, render(t, alertsRelease))
+	got := alertRules(t, render(t, alertsRelease, "--set-json",
+		`monitoring.alerts.overrides={"CreditgateOutboxBacklog":{"for":"20s","threshold":30},"CreditgateLedgerDrift":{"for":"15s"}}`))
+	for i, r := range got {
+		want := base[i]
+		switch r.Alert {
+		case "CreditgateOutboxBacklog":
+			want.For = "20s"
+			want.Expr = strings.Replace(want.Expr, "> 3600", "> 30", 1)
+		case "CreditgateLedgerDrift":
+			want.For = "15s"
+		}
+		if d := cmp.Diff(want, r); d != "" {
+			t.Errorf("%s (-want +got):\n%s", r.Alert, d)
+		}
+	}
+	for _, tc := range []struct{ overrides, want string }{
+		{`{"CreditgateNoSuchAlert":{"for":"1m"}}`, "there is no alert named CreditgateNoSuchAlert"},
+		{`{"CreditgateLedgerDrift":{"threshold":2}}`, "CreditgateLedgerDrift has no threshold to override"},
+		{`{"CreditgateLedgerDrift":{"for":"soon"}}`, "does not match pattern"},
+	} {
+		_, err := helmTemplate(t, alertsRelease, "--set-json", "monitoring.alerts.overrides="+tc.overrides)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("overrides %s: err = %v, want %q", tc.overrides, err, tc.want)
+		}
 	}
 }

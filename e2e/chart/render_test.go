@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
@@ -75,48 +76,16 @@ type manifests struct {
 	Count int
 }
 
-// serviceMonitor and prometheusRule are the fields of the Prometheus
-// Operator's CRDs that the chart uses; decoding rejects any other field, so
-// a typo in the chart fails here rather than in the cluster.
-type serviceMonitor struct {
-	APIVersion string            `json:"apiVersion"`
-	Kind       string            `json:"kind"`
-	Metadata   metav1.ObjectMeta `json:"metadata"`
-	Spec       struct {
-		Selector          metav1.LabelSelector `json:"selector"`
-		NamespaceSelector struct {
-			MatchNames []string `json:"matchNames"`
-		} `json:"namespaceSelector"`
-		Endpoints []struct {
-			Port              string          `json:"port"`
-			Path              string          `json:"path"`
-			Interval          string          `json:"interval"`
-			ScrapeTimeout     string          `json:"scrapeTimeout"`
-			Relabelings       []relabelConfig `json:"relabelings,omitempty"`
-			MetricRelabelings []relabelConfig `json:"metricRelabelings,omitempty"`
-		} `json:"endpoints"`
-	} `json:"spec"`
-}
+// The Prometheus Operator's kinds decode into its own API types (strictly:
+// a field the CRD does not have fails here rather than in the cluster).
+type (
+	serviceMonitor = monitoringv1.ServiceMonitor
+	prometheusRule = monitoringv1.PrometheusRule
+)
 
-type relabelConfig struct {
-	SourceLabels []string `json:"sourceLabels,omitempty"`
-	Separator    string   `json:"separator,omitempty"`
-	TargetLabel  string   `json:"targetLabel,omitempty"`
-	Regex        string   `json:"regex,omitempty"`
-	Modulus      uint64   `json:"modulus,omitempty"`
-	Replacement  string   `json:"replacement,omitempty"`
-	Action       string   `json:"action,omitempty"`
-}
-
-type prometheusRule struct {
-	APIVersion string            `json:"apiVersion"`
-	Kind       string            `json:"kind"`
-	Metadata   metav1.ObjectMeta `json:"metadata"`
-	Spec       struct {
-		Groups []ruleGroup `json:"groups"`
-	} `json:"spec"`
-}
-
+// ruleGroup and rule are a Prometheus rule file's, for the files these tests
+// write and compare (the operator's Rule holds expr and for as
+// IntOrString and Duration).
 type ruleGroup struct {
 	Name     string `json:"name"`
 	Interval string `json:"interval,omitempty"`
@@ -130,6 +99,26 @@ type rule struct {
 	For         string            `json:"for,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// ruleGroups converts a PrometheusRule's groups to the rule file's.
+func ruleGroups(pr *prometheusRule) []ruleGroup {
+	var out []ruleGroup
+	for _, g := range pr.Spec.Groups {
+		rg := ruleGroup{Name: g.Name}
+		if g.Interval != nil {
+			rg.Interval = string(*g.Interval)
+		}
+		for _, r := range g.Rules {
+			x := rule{Alert: r.Alert, Record: r.Record, Expr: r.Expr.String(), Labels: r.Labels, Annotations: r.Annotations}
+			if r.For != nil {
+				x.For = string(*r.For)
+			}
+			rg.Rules = append(rg.Rules, x)
+		}
+		out = append(out, rg)
+	}
+	return out
 }
 
 // strictDecoder decodes every built-in kind and refuses unknown or

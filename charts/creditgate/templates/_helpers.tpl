@@ -324,8 +324,10 @@ securityContext:
 {{/*
 creditgate.alertRules renders files/alerts.yaml, the one source of the alerts,
 into a YAML list of rule objects (alert, expr, for, labels, annotations) for
-this release: placeholders become the release's selectors, the runbook anchor
-becomes runbook_url, and disabled alerts are dropped. The PrometheusRule and the
+this release: placeholders become the release's selectors and thresholds, the
+runbook anchor becomes runbook_url, monitoring.alerts.overrides replace an
+alert's for and threshold (an override naming no alert, or a threshold of an
+alert that has none, fails the render), and disabled alerts are dropped. The PrometheusRule and the
 Grafana alert rules are both rendered from it.
 */}}
 {{- define "creditgate.alertRules" -}}
@@ -337,12 +339,27 @@ Grafana alert rules are both rendered from it.
 {{- $src = $src | replace "__NAMESPACE__" .Release.Namespace }}
 {{- $src = $src | replace "__DEPLOYMENT__" $fullname }}
 {{- $src = $src | replace "__CRONJOB__" (printf "%s-reconciler" $fullname) }}
+{{- $overrides := $a.overrides | default dict }}
 {{- $rules := list }}
+{{- $names := list }}
 {{- range (fromYaml $src).alerts }}
+{{- $names = append $names .alert }}
+{{- $o := get $overrides .alert | default dict }}
+{{- $expr := .expr }}
+{{- if hasKey . "threshold" }}
+{{- $expr = $expr | replace "__THRESHOLD__" (toString (ternary $o.threshold .threshold (hasKey $o "threshold"))) }}
+{{- else if hasKey $o "threshold" }}
+{{- fail (printf "monitoring.alerts.overrides.%s.threshold: %s has no threshold to override (only its for)" .alert .alert) }}
+{{- end }}
 {{- if not (has .alert $a.disabled) }}
 {{- $labels := merge (dict "severity" .severity) (deepCopy $a.labels) }}
 {{- $ann := dict "summary" .summary "description" .description "runbook_url" (printf "%s#%s" $a.runbookBaseURL (.alert | lower)) }}
-{{- $rules = append $rules (dict "alert" .alert "expr" .expr "for" .for "labels" $labels "annotations" $ann) }}
+{{- $rules = append $rules (dict "alert" .alert "expr" $expr "for" ($o.for | default .for) "labels" $labels "annotations" $ann) }}
+{{- end }}
+{{- end }}
+{{- range $name, $_ := $overrides }}
+{{- if not (has $name $names) }}
+{{- fail (printf "monitoring.alerts.overrides: there is no alert named %s (the alerts: %s)" $name (join ", " $names)) }}
 {{- end }}
 {{- end }}
 {{- toYaml (dict "rules" $rules) }}
