@@ -40,7 +40,7 @@ One bounded reconcile pass, then exit; prints a one-line JSON summary on stdout.
               (reconciler requeue --help tells more)
   explain     print one user's story (balance, entries, events, Clerk writes)
               and what the next run would do: explain [--json] CLERK_USER_ID
-  env         list the environment variables it reads
+  env         list the environment variables it reads, NAME=default
 
 Environment:
   DATABASE_URL              PostgreSQL URL (required)
@@ -63,7 +63,8 @@ Environment:
   RECONCILE_TIMEOUT         bound on the whole run (default 4m; keep it under the CronJob's deadline)
   PUSHGATEWAY_URL           push the run's metrics to this Prometheus Pushgateway when set
   POD_NAMESPACE             the Pushgateway group's namespace label (the chart sets it)
-  LOG_LEVEL, LOG_FORMAT     as the webhook's (logs go to stderr)
+  LOG_LEVEL                 debug|info|warn|error (default info; logs go to stderr)
+  LOG_FORMAT                json|text (default json)
 `
 
 func main() {
@@ -92,7 +93,7 @@ type config struct {
 	Reconcile       reconcile.Config
 }
 
-func loadConfig(getenv func(string) string) (config, []string, error) {
+func loadConfig(getenv func(string) string) (config, []env.Var, error) {
 	r := env.New(getenv)
 	c := config{
 		DatabaseURL:     r.DatabaseURL("DATABASE_URL", postgres.CheckURL),
@@ -128,7 +129,7 @@ func loadConfig(getenv func(string) string) (config, []string, error) {
 		SweepMinAge:       time.Hour,
 		ForfeitOnDelete:   c.ForfeitOnDelete,
 	}
-	return c, r.Names(), r.Err()
+	return c, r.Vars(), r.Err()
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -140,9 +141,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if len(args) == 1 && args[0] == "env" {
 		// The variables this binary reads, derived from loadConfig itself.
-		_, names, _ := loadConfig(func(string) string { return "" })
-		for _, n := range names {
-			fmt.Fprintln(stdout, n)
+		_, vars, _ := loadConfig(func(string) string { return "" })
+		for _, v := range vars {
+			fmt.Fprintf(stdout, "%s=%s\n", v.Name, v.Default)
 		}
 		return nil
 	}

@@ -50,8 +50,9 @@ type clerkConfig struct {
 
 // loadConfig reads and validates the environment. Each problem names its
 // variable; no value of a secret is ever part of a message. It returns the
-// names it read, which is the list of variables this binary uses.
-func loadConfig(getenv func(string) string, serving bool) (config, []string, error) {
+// variables it read with their defaults: the list of variables this binary
+// uses (`webhook env`).
+func loadConfig(getenv func(string) string, serving bool) (config, []env.Var, error) {
 	r := env.New(getenv)
 	c := config{
 		DatabaseURL: r.DatabaseURL("DATABASE_URL", postgres.CheckURL),
@@ -112,7 +113,7 @@ func loadConfig(getenv func(string) string, serving bool) (config, []string, err
 			r.Fail("CLERK_AUTHORIZED_PARTIES", "needs CLERK_SECRET_KEY: session tokens are verified with the instance's keys, fetched from Clerk's Backend API")
 		}
 	}
-	return c, r.Names(), r.Err()
+	return c, r.Vars(), r.Err()
 }
 
 func loadClerk(r *env.Reader) clerkConfig {

@@ -37,7 +37,7 @@ const usage = `Usage:
   webhook migrate          apply pending database migrations (and grant RUNTIME_ROLE what the service needs) and exit
   webhook migrate status   list migrations and whether each is applied
   webhook version          print the version
-  webhook env              list the environment variables it reads
+  webhook env              list the environment variables it reads, NAME=default
   webhook probe URL        GET URL and exit 0 on a 2xx answer (health checks in images without a shell)
   webhook selftest URL     POST URL one signed event it ignores (CLERK_WEBHOOK_SIGNING_SECRET); exit 0 on 200 ignored
 
@@ -70,6 +70,7 @@ Environment:
   POD_NAMESPACE                 the Kubernetes namespace, for OpenTelemetry's resource (the chart sets it)
   BACKLOG_REFRESH               how often the backlog gauges re-query the database (default 30s)
   OTEL_EXPORTER_OTLP_ENDPOINT   export traces and OTel metrics over OTLP/HTTP when set (and the other OTEL_* variables)
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  the traces' endpoint, when OTEL_EXPORTER_OTLP_ENDPOINT is not set
 `
 
 func main() {
@@ -93,9 +94,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case args[0] == "env" && len(args) == 1:
 		// The variables this binary reads, derived from loadConfig itself;
 		// the chart's wiring test compares them with what the chart sets.
-		_, names, _ := loadConfig(func(string) string { return "" }, true)
-		for _, n := range names {
-			fmt.Fprintln(stdout, n)
+		_, vars, _ := loadConfig(func(string) string { return "" }, true)
+		for _, v := range vars {
+			fmt.Fprintf(stdout, "%s=%s\n", v.Name, v.Default)
 		}
 		return nil
 	case args[0] == "probe" && len(args) == 2:

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -161,6 +162,9 @@ func binary(t *testing.T, name string) string {
 type binaryEnv struct {
 	// Reads is every variable it reads (`<binary> env`).
 	Reads []string
+	// Defaults are the loader's defaults of those it defaults (`<binary>
+	// env` prints NAME=default).
+	Defaults map[string]string
 	// Required are the variables whose absence stops it: the names its
 	// configuration errors call required when it starts with an empty
 	// environment.
@@ -191,9 +195,20 @@ func binaryEnvs(t *testing.T) map[string]binaryEnv {
 				envErr = err
 				return
 			}
-			var e binaryEnv
-			e.Reads = strings.Fields(out)
+			e := binaryEnv{Defaults: map[string]string{}}
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				name, def, ok := strings.Cut(line, "=")
+				if !ok {
+					envErr = fmt.Errorf("%s env: %q is not NAME=default", name, line)
+					return
+				}
+				e.Reads = append(e.Reads, name)
+				if def != "" {
+					e.Defaults[name] = def
+				}
+			}
 			sort.Strings(e.Reads)
+			e.Reads = slices.Compact(e.Reads)
 			// With nothing set, the configuration check fails before anything
 			// else and names every required variable.
 			_, err = run(ctx, "", []string{}, bin)

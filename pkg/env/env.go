@@ -1,8 +1,9 @@
 // Package env reads configuration from environment variables with defaults
 // and validation, collecting every problem with the name of its variable so
 // that start-up fails once with the whole list. It records each name it reads,
-// so the set of variables a binary uses is derived from its code (the chart's
-// wiring test relies on that). It never includes a secret's value in an error.
+// with its default, so the set of variables a binary uses and their defaults
+// are derived from its code, one source: `webhook env` and `reconciler env`
+// print them and the chart's tests compare its values with them. It never includes a secret's value in an error.
 package env
 
 import (
@@ -18,14 +19,20 @@ import (
 type Reader struct {
 	getenv func(string) string
 	errs   []error
-	names  []string
+	vars   []Var
+}
+
+// Var is a variable a Reader read, with its default as text ("" when it has
+// none: required, a secret, or empty by default).
+type Var struct {
+	Name, Default string
 }
 
 // New returns a Reader over getenv (os.Getenv in main, a map in tests).
 func New(getenv func(string) string) *Reader { return &Reader{getenv: getenv} }
 
-func (r *Reader) get(name string) string {
-	r.names = append(r.names, name)
+func (r *Reader) get(name, def string) string {
+	r.vars = append(r.vars, Var{Name: name, Default: def})
 	return strings.TrimSpace(r.getenv(name))
 }
 
@@ -37,12 +44,12 @@ func (r *Reader) Fail(name, format string, args ...any) {
 // Err returns every problem recorded, joined, or nil.
 func (r *Reader) Err() error { return errors.Join(r.errs...) }
 
-// Names returns the variables read so far, in order.
-func (r *Reader) Names() []string { return append([]string(nil), r.names...) }
+// Vars returns the variables read so far, in order, with their defaults.
+func (r *Reader) Vars() []Var { return append([]Var(nil), r.vars...) }
 
 // String returns the variable or def when it is unset.
 func (r *Reader) String(name, def string) string {
-	if v := r.get(name); v != "" {
+	if v := r.get(name, def); v != "" {
 		return v
 	}
 	return def
@@ -50,7 +57,7 @@ func (r *Reader) String(name, def string) string {
 
 // Required returns the variable, recording hint as the problem when unset.
 func (r *Reader) Required(name, hint string) string {
-	v := r.get(name)
+	v := r.get(name, "")
 	if v == "" {
 		r.Fail(name, "required: %s", hint)
 	}
@@ -58,11 +65,11 @@ func (r *Reader) Required(name, hint string) string {
 }
 
 // Secret returns the variable like String; callers must not echo it.
-func (r *Reader) Secret(name string) string { return r.get(name) }
+func (r *Reader) Secret(name string) string { return r.get(name, "") }
 
 // Int returns the variable as an integer within [lo, hi], or def.
 func (r *Reader) Int(name string, def, lo, hi int64) int64 {
-	v := r.get(name)
+	v := r.get(name, strconv.FormatInt(def, 10))
 	if v == "" {
 		return def
 	}
@@ -76,7 +83,7 @@ func (r *Reader) Int(name string, def, lo, hi int64) int64 {
 
 // Bool returns the variable as a boolean (true/false/1/0), or def.
 func (r *Reader) Bool(name string, def bool) bool {
-	v := r.get(name)
+	v := r.get(name, strconv.FormatBool(def))
 	if v == "" {
 		return def
 	}
@@ -90,7 +97,7 @@ func (r *Reader) Bool(name string, def bool) bool {
 
 // Duration returns the variable as a duration within [lo, hi], or def.
 func (r *Reader) Duration(name string, def, lo, hi time.Duration) time.Duration {
-	v := r.get(name)
+	v := r.get(name, durationString(def))
 	if v == "" {
 		return def
 	}
@@ -105,7 +112,7 @@ func (r *Reader) Duration(name string, def, lo, hi time.Duration) time.Duration 
 // Bytes returns the variable as a size within [lo, hi] bytes, or def. It
 // takes a whole number of bytes or one with a KiB, MiB or GiB suffix.
 func (r *Reader) Bytes(name string, def, lo, hi int64) int64 {
-	v := r.get(name)
+	v := r.get(name, sizeString(def))
 	if v == "" {
 		return def
 	}
@@ -125,6 +132,18 @@ func (r *Reader) Bytes(name string, def, lo, hi int64) int64 {
 		return def
 	}
 	return n * mult
+}
+
+// durationString is d as the chart writes it: 5m, not 5m0s.
+func durationString(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func sizeString(n int64) string {
@@ -184,4 +203,53 @@ func (r *Reader) DatabaseURL(name string, parse func(string) error) string {
 		}
 	}
 	return v
+}
+
+// UsageMismatches compares a binary's usage text with the variables its
+// loader read: every variable must have a line in the usage's environment
+// list (the line starts with its name, alone or among comma-separated
+// names), and the line must say "(default X" exactly when the loader's
+// default is X, non-empty. Each binary's tests call it, so that the text a
+// user reads never drifts from the code's defaults.
+func UsageMismatches(usage string, vars []Var) []string {
+	lines := map[string]string{}
+	for _, line := range strings.Split(usage, "\n") {
+		f := strings.Fields(line)
+		for _, w := range f {
+			name := strings.TrimSuffix(w, ",")
+			if name == "" || strings.ToUpper(name) != name || strings.ContainsAny(name, "|:/") {
+				break
+			}
+			lines[name] = line
+			if !strings.HasSuffix(w, ",") {
+				break
+			}
+		}
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, v := range vars {
+		if seen[v.Name] {
+			continue
+		}
+		seen[v.Name] = true
+		line, ok := lines[v.Name]
+		if !ok {
+			out = append(out, v.Name+": not in the usage text")
+			continue
+		}
+		_, stated, has := strings.Cut(line, "(default ")
+		if has {
+			stated = strings.FieldsFunc(stated, func(r rune) bool { return r == ')' || r == ';' || r == ',' || r == ' ' })[0]
+		}
+		switch {
+		case v.Default != "" && !has:
+			out = append(out, fmt.Sprintf("%s: the usage states no default, the loader's is %q", v.Name, v.Default))
+		case v.Default == "" && has:
+			out = append(out, fmt.Sprintf("%s: the usage states default %q, the loader has none", v.Name, stated))
+		case has && stated != v.Default:
+			out = append(out, fmt.Sprintf("%s: the usage states default %q, the loader's is %q", v.Name, stated, v.Default))
+		}
+	}
+	return out
 }
