@@ -101,13 +101,16 @@ type eventAttributes struct {
 	} `json:"http_request"`
 }
 
-type user struct {
+// User is Clerk's User object: what user.created and user.updated events
+// carry, and what the Backend API answers (the fake Clerk API renders its
+// users with it).
+type User struct {
 	BackupCodeEnabled             bool            `json:"backup_code_enabled"`
 	Banned                        bool            `json:"banned"`
 	CreateOrganizationEnabled     bool            `json:"create_organization_enabled"`
 	CreatedAt                     int64           `json:"created_at"`
 	DeleteSelfEnabled             bool            `json:"delete_self_enabled"`
-	EmailAddresses                []emailAddress  `json:"email_addresses"`
+	EmailAddresses                []EmailAddress  `json:"email_addresses"`
 	EnterpriseAccounts            []any           `json:"enterprise_accounts"`
 	ExternalAccounts              []any           `json:"external_accounts"`
 	ExternalID                    *string         `json:"external_id"`
@@ -143,7 +146,8 @@ type user struct {
 	Web3Wallets                   []any           `json:"web3_wallets"`
 }
 
-type emailAddress struct {
+// EmailAddress is one of a User's addresses.
+type EmailAddress struct {
 	CreatedAt    int64        `json:"created_at"`
 	EmailAddress string       `json:"email_address"`
 	ID           string       `json:"id"`
@@ -151,10 +155,11 @@ type emailAddress struct {
 	Object       string       `json:"object"`
 	Reserved     bool         `json:"reserved"`
 	UpdatedAt    int64        `json:"updated_at"`
-	Verification verification `json:"verification"`
+	Verification Verification `json:"verification"`
 }
 
-type verification struct {
+// Verification is an address's verification state.
+type Verification struct {
 	Attempts *int   `json:"attempts"`
 	ExpireAt *int64 `json:"expire_at"`
 	Status   string `json:"status"`
@@ -199,10 +204,10 @@ func (e Event) Body() ([]byte, error) {
 		"(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 	switch e.Type {
 	case UserCreated:
-		env.Data = newUser(e, now, e.version(now))
+		env.Data = NewUser(e, now, e.version(now))
 	case UserUpdated:
 		// Updated an hour after sign-up, unless Version says when.
-		env.Data = newUser(e, now-3_600_000, e.version(now))
+		env.Data = NewUser(e, now-3_600_000, e.version(now))
 	case UserDeleted:
 		env.Data = deletedUser{Deleted: true, ID: e.UserID, Object: "user"}
 	case SessionCreated:
@@ -217,14 +222,17 @@ func (e Event) Body() ([]byte, error) {
 	return json.Marshal(env)
 }
 
-func newUser(e Event, createdAt, updatedAt int64) user {
+// NewUser returns the User e is about (its email addresses and phone),
+// created and last updated at the given Unix milliseconds, with a name
+// derived from its id and empty metadata.
+func NewUser(e Event, createdAt, updatedAt int64) User {
 	// Pick names from the id, so that one user keeps one name across events.
 	f := fnv.New64a()
 	_, _ = f.Write([]byte(e.UserID))
 	h := f.Sum64()
 	first, last := firstNames[h%uint64(len(firstNames))], lastNames[(h/8)%uint64(len(lastNames))]
 	idn := NewID("idn")
-	u := user{
+	u := User{
 		CreateOrganizationEnabled: true,
 		CreatedAt:                 createdAt,
 		DeleteSelfEnabled:         true,
@@ -250,14 +258,14 @@ func newUser(e Event, createdAt, updatedAt int64) user {
 		VerificationAttemptsRemaining: 100,
 		Web3Wallets:                   []any{},
 	}
-	address := func(id, email string) emailAddress {
-		return emailAddress{
+	address := func(id, email string) EmailAddress {
+		return EmailAddress{
 			CreatedAt: createdAt, EmailAddress: email, ID: id, LinkedTo: []any{},
 			Object: "email_address", UpdatedAt: createdAt,
-			Verification: verification{Status: "verified", Strategy: "email_code"},
+			Verification: Verification{Status: "verified", Strategy: "email_code"},
 		}
 	}
-	u.EmailAddresses = []emailAddress{}
+	u.EmailAddresses = []EmailAddress{}
 	for _, other := range e.OtherEmails {
 		u.EmailAddresses = append(u.EmailAddresses, address(NewID("idn"), other))
 	}
@@ -269,7 +277,7 @@ func newUser(e Event, createdAt, updatedAt int64) user {
 		phone := NewID("idn")
 		u.PhoneNumbers = []any{map[string]any{
 			"id": phone, "object": "phone_number", "phone_number": e.Phone, "reserved_for_second_factor": false,
-			"default_second_factor": false, "verification": verification{Status: "verified", Strategy: "phone_code"},
+			"default_second_factor": false, "verification": Verification{Status: "verified", Strategy: "phone_code"},
 			"linked_to": []any{}, "backup_codes": nil, "created_at": createdAt, "updated_at": createdAt,
 		}}
 		u.PrimaryPhoneNumberID = &phone

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 )
 
 // AdminUser is a user as POST /_fake/users takes it.
@@ -96,7 +98,7 @@ func (s *Server) handleAdminAddUsers(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleAdminListUsers(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
 	all := s.filtered(listQuery{orderField: "created_at"})
-	out := make([]apiUser, 0, len(all))
+	out := make([]clerkevent.User, 0, len(all))
 	for _, u := range all {
 		out = append(out, render(u))
 	}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 )
 
 // Clerk's paging bounds for GET /v1/users.
@@ -158,7 +160,7 @@ func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	all := s.filtered(q)
-	page := []apiUser{}
+	page := []clerkevent.User{}
 	for i := q.offset; i < len(all) && len(page) < q.limit; i++ {
 		page = append(page, render(all[i]))
 	}
@@ -190,12 +192,12 @@ func (s *Server) handleGetUser(w http.ResponseWriter, r *http.Request) {
 }
 
 // rendered returns the stored user id in Clerk's shape.
-func (s *Server) rendered(id string) (apiUser, bool) {
+func (s *Server) rendered(id string) (clerkevent.User, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u, ok := s.users[id]
 	if !ok {
-		return apiUser{}, false
+		return clerkevent.User{}, false
 	}
 	return render(u), true
 }
@@ -248,7 +250,7 @@ func (s *Server) handleUpdateMetadata(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	u, ok := s.users[id]
-	var a apiUser
+	var a clerkevent.User
 	if ok {
 		for i, dst := range []map[string]any{u.PublicMetadata, u.PrivateMetadata, u.UnsafeMetadata} {
 			if patches[i] != nil {

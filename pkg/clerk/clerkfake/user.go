@@ -6,100 +6,35 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 )
 
-// apiUser is a user as Clerk's Backend API renders it (clerk.User in
-// clerk-sdk-go). Fields the fake does not model are answered empty, the way
-// Clerk answers them for a user who never set them.
-type apiUser struct {
-	Object                        string         `json:"object"`
-	ID                            string         `json:"id"`
-	Username                      *string        `json:"username"`
-	FirstName                     *string        `json:"first_name"`
-	LastName                      *string        `json:"last_name"`
-	ImageURL                      string         `json:"image_url"`
-	HasImage                      bool           `json:"has_image"`
-	PrimaryEmailAddressID         *string        `json:"primary_email_address_id"`
-	PrimaryPhoneNumberID          *string        `json:"primary_phone_number_id"`
-	PrimaryWeb3WalletID           *string        `json:"primary_web3_wallet_id"`
-	PasswordEnabled               bool           `json:"password_enabled"`
-	TwoFactorEnabled              bool           `json:"two_factor_enabled"`
-	TOTPEnabled                   bool           `json:"totp_enabled"`
-	BackupCodeEnabled             bool           `json:"backup_code_enabled"`
-	EmailAddresses                []apiEmail     `json:"email_addresses"`
-	PhoneNumbers                  []any          `json:"phone_numbers"`
-	Web3Wallets                   []any          `json:"web3_wallets"`
-	Passkeys                      []any          `json:"passkeys"`
-	ExternalAccounts              []any          `json:"external_accounts"`
-	SAMLAccounts                  []any          `json:"saml_accounts"`
-	EnterpriseAccounts            []any          `json:"enterprise_accounts"`
-	PublicMetadata                map[string]any `json:"public_metadata"`
-	PrivateMetadata               map[string]any `json:"private_metadata"`
-	UnsafeMetadata                map[string]any `json:"unsafe_metadata"`
-	ExternalID                    *string        `json:"external_id"`
-	LastSignInAt                  *int64         `json:"last_sign_in_at"`
-	Banned                        bool           `json:"banned"`
-	Locked                        bool           `json:"locked"`
-	LockoutExpiresInSeconds       *int64         `json:"lockout_expires_in_seconds"`
-	VerificationAttemptsRemaining int64          `json:"verification_attempts_remaining"`
-	DeleteSelfEnabled             bool           `json:"delete_self_enabled"`
-	CreateOrganizationEnabled     bool           `json:"create_organization_enabled"`
-	LastActiveAt                  *int64         `json:"last_active_at"`
-	LegalAcceptedAt               *int64         `json:"legal_accepted_at"`
-	CreatedAt                     int64          `json:"created_at"`
-	UpdatedAt                     int64          `json:"updated_at"`
-}
-
-type apiEmail struct {
-	ID           string          `json:"id"`
-	Object       string          `json:"object"`
-	EmailAddress string          `json:"email_address"`
-	Reserved     bool            `json:"reserved"`
-	Verification apiVerification `json:"verification"`
-	LinkedTo     []any           `json:"linked_to"`
-}
-
-type apiVerification struct {
-	Status   string `json:"status"`
-	Strategy string `json:"strategy"`
-	Attempts *int64 `json:"attempts"`
-	ExpireAt *int64 `json:"expire_at"`
-}
-
-// render turns a stored user into Clerk's JSON shape. The metadata maps are
-// deep copies, so the result can be encoded outside the lock.
-func render(u *User) apiUser {
-	a := apiUser{
-		Object:                        "user",
-		ID:                            u.ID,
-		EmailAddresses:                []apiEmail{},
-		PhoneNumbers:                  []any{},
-		Web3Wallets:                   []any{},
-		Passkeys:                      []any{},
-		ExternalAccounts:              []any{},
-		SAMLAccounts:                  []any{},
-		EnterpriseAccounts:            []any{},
-		PublicMetadata:                cloneMap(u.PublicMetadata),
-		PrivateMetadata:               cloneMap(u.PrivateMetadata),
-		UnsafeMetadata:                cloneMap(u.UnsafeMetadata),
-		VerificationAttemptsRemaining: 100,
-		DeleteSelfEnabled:             true,
-		CreateOrganizationEnabled:     true,
-		CreatedAt:                     u.CreatedAt.UnixMilli(),
-		UpdatedAt:                     u.UpdatedAt.UnixMilli(),
-	}
+// render turns a stored user into Clerk's JSON shape: clerkevent's User,
+// the object Clerk's events carry too, with the stored email (under a stable
+// id) and metadata. Marshalled here, under the lock, the metadata needs no
+// copy.
+func render(u *User) clerkevent.User {
+	a := clerkevent.NewUser(clerkevent.Event{UserID: u.ID, Email: u.Email}, u.CreatedAt.UnixMilli(), u.UpdatedAt.UnixMilli())
 	if u.Email != "" {
 		id := emailID(u.ID)
-		a.PrimaryEmailAddressID = &id
-		a.EmailAddresses = []apiEmail{{
-			ID:           id,
-			Object:       "email_address",
-			EmailAddress: u.Email,
-			Verification: apiVerification{Status: "verified", Strategy: "admin"},
-			LinkedTo:     []any{},
-		}}
+		a.EmailAddresses[0].ID, a.PrimaryEmailAddressID = id, &id
 	}
+	a.PublicMetadata, a.PrivateMetadata, a.UnsafeMetadata = rawJSON(u.PublicMetadata), rawJSON(u.PrivateMetadata), rawJSON(u.UnsafeMetadata)
 	return a
+}
+
+// rawJSON encodes stored metadata, which normaliseUser and mergeMetadata keep
+// to what JSON decoding gives (so encoding cannot fail), never nil.
+func rawJSON(m map[string]any) json.RawMessage {
+	if m == nil {
+		m = map[string]any{}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		panic(fmt.Sprintf("clerkfake: stored metadata does not encode: %v", err))
+	}
+	return b
 }
 
 // emailID derives a stable identification id from the user id:
