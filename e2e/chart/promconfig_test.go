@@ -5,12 +5,20 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
+	yamlv3 "go.yaml.in/yaml/v3"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/creditgate/creditgate/e2e/promconfig"
 )
@@ -130,3 +138,95 @@ func TestPrometheusConfigRefusesWhatItCannotTranslate(t *testing.T) {
 		t.Fatal("a ServiceMonitor without endpoints translated")
 	}
 }
+
+// TestPrometheusConfigRelabelsLikeTheOperator runs the translated
+// relabelings through Prometheus' own relabeling code on the targets
+// Kubernetes discovery would hand it for the release's Services (their labels
+// as the chart renders them): only the webhook Service's metrics port is
+// scraped, labelled as the alerts select it (job = the Service's name).
+func TestPrometheusConfigRelabelsLikeTheOperator(t *testing.T) {
+	t.Parallel()
+	m := render(t, alertsRelease, "--set", "monitoring.serviceMonitor.enabled=true")
+	scs, err := promconfig.ScrapeConfigs(*m.ServiceMonitors[0], promconfig.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := yaml.Marshal(scs[0].RelabelConfigs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfgs []*relabel.Config
+	if err := yamlv3.Unmarshal(b, &cfgs); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	for _, c := range cfgs {
+		if err := c.Validate(model.UTF8Validation); err != nil {
+			t.Fatalf("relabel config %+v: %v", c, err)
+		}
+	}
+	// target is what the endpoints role discovers for one address of svc's
+	// port, on a pod in phase.
+	target := func(svc *corev1.Service, port, phase string) labels.Labels {
+		l := map[string]string{
+			"__address__":                          "10.244.0.9:9090",
+			"job":                                  scs[0].JobName,
+			"__meta_kubernetes_namespace":          svc.Namespace,
+			"__meta_kubernetes_service_name":       svc.Name,
+			"__meta_kubernetes_endpoint_port_name": port,
+			"__meta_kubernetes_endpoint_address_target_kind": "Pod",
+			"__meta_kubernetes_endpoint_address_target_name": "creditgate-abc",
+			"__meta_kubernetes_pod_name":                     "creditgate-abc",
+			"__meta_kubernetes_pod_container_name":           "webhook",
+			"__meta_kubernetes_pod_phase":                    phase,
+		}
+		for k, v := range svc.Labels {
+			l["__meta_kubernetes_service_label_"+invalidLabelChars.ReplaceAllString(k, "_")] = v
+			l["__meta_kubernetes_service_labelpresent_"+invalidLabelChars.ReplaceAllString(k, "_")] = "true"
+		}
+		return labels.FromMap(l)
+	}
+	services := map[string]*corev1.Service{}
+	for _, s := range m.Services {
+		services[s.Name] = s
+	}
+	webhook, api := services["creditgate"], services["creditgate-api"]
+	if webhook == nil || api == nil {
+		t.Fatalf("want Services creditgate and creditgate-api, got %v", services)
+	}
+	other := webhook.DeepCopy()
+	other.Name, other.Labels["app.kubernetes.io/instance"] = "other", "other"
+	for _, tc := range []struct {
+		name string
+		in   labels.Labels
+		keep bool
+	}{
+		{"the webhook Service's metrics port", target(webhook, "metrics", "Running"), true},
+		{"the webhook Service's http port", target(webhook, "http", "Running"), false},
+		{"the API Service", target(api, "api", "Running"), false},
+		{"another release's Service", target(other, "metrics", "Running"), false},
+		{"a pod that has finished", target(webhook, "metrics", "Succeeded"), false},
+	} {
+		lb := labels.NewBuilder(tc.in)
+		keep := relabel.ProcessBuilder(lb, cfgs...)
+		if keep != tc.keep {
+			t.Errorf("%s: kept %v, want %v", tc.name, keep, tc.keep)
+			continue
+		}
+		if !keep {
+			continue
+		}
+		got := map[string]string{}
+		lb.Labels().Range(func(l labels.Label) {
+			if !strings.HasPrefix(l.Name, "__") {
+				got[l.Name] = l.Value
+			}
+		})
+		want := map[string]string{"job": "creditgate", "namespace": "creditgate", "service": "creditgate",
+			"pod": "creditgate-abc", "container": "webhook", "endpoint": "metrics"}
+		if d := cmp.Diff(want, got); d != "" {
+			t.Errorf("%s: target labels (-want +got):\n%s", tc.name, d)
+		}
+	}
+}
+
+var invalidLabelChars = regexp.MustCompile(`[^a-zA-Z0-9_]`)
