@@ -188,6 +188,25 @@ func apiCall(ctx context.Context, base, method, path, key, body string, retried 
 	}
 }
 
+// apiOnce sends one credits API request with the suite's key and the given
+// Idempotency-Key, without retrying.
+func apiOnce(ctx context.Context, client *http.Client, base, method, path, body, key string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+env.apiKey)
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, string(b), nil
+}
+
 // runClientPod runs the echo tool as an in-cluster API client under
 // ServiceAccount sa, with a projected token for audience creditgate, and
 // returns its one line of output ("status=… body=…").

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -290,7 +289,7 @@ var _ = Describe("alerts and dashboard against a real Prometheus", Ordered, Cont
 		client := &http.Client{Timeout: 15 * time.Second}
 		call := func(method, path, body string) (int, string) {
 			GinkgoHelper()
-			status, b, err := apiOnce(ctx, client, api, method, path, body)
+			status, b, err := apiOnce(ctx, client, api, method, path, body, newSecret())
 			Expect(err).NotTo(HaveOccurred())
 			return status, b
 		}
@@ -426,7 +425,7 @@ var _ = Describe("alerts and dashboard against a real Prometheus", Ordered, Cont
 				defer GinkgoRecover()
 				defer wg.Done()
 				for trafficCtx.Err() == nil {
-					st, b, err := apiOnce(trafficCtx, client, api, http.MethodPost, "/v1/users/"+spender+"/debits", `{"amount":1,"reason":"generation"}`)
+					st, b, err := debitOnce(trafficCtx, client, api, spender, newSecret())
 					if trafficCtx.Err() != nil {
 						return
 					}
@@ -525,23 +524,4 @@ func (d dashboard) allPanels() []dashboardPanel {
 	}
 	walk(d.Panels)
 	return out
-}
-
-// apiOnce sends one credits API request with the suite's key and a fresh
-// Idempotency-Key, without retrying.
-func apiOnce(ctx context.Context, client *http.Client, base, method, path, body string) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
-	if err != nil {
-		return 0, "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+env.apiKey)
-	req.Header.Set("Idempotency-Key", newSecret())
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode, string(b), nil
 }

@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -216,19 +215,5 @@ var _ = Describe("an upgrade from the previous release", Ordered, func() {
 // debitOnce makes one debit of 1 credit through the API at base, without
 // retrying.
 func debitOnce(ctx context.Context, client *http.Client, base, user, key string) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/users/"+user+"/debits",
-		strings.NewReader(`{"amount":1,"reason":"generation"}`))
-	if err != nil {
-		return 0, "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+env.apiKey)
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode, string(b), nil
+	return apiOnce(ctx, client, base, http.MethodPost, "/v1/users/"+user+"/debits", `{"amount":1,"reason":"generation"}`, key)
 }
