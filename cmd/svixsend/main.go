@@ -9,6 +9,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -39,19 +40,12 @@ func main() {
 }
 
 type options struct {
-	url         string
-	secret      string
-	eventType   string
-	user        string
-	email       string
-	svixID      string
-	n           int
-	c           int
-	unique      bool
-	timeout     time.Duration
-	dryRun      bool
-	pregenerate bool
-	client      string
+	// gen takes the flags that say what to send (-type, -user, -email, -svix-id).
+	gen                         svixsender.Generator
+	url, secret, client         string
+	n, c                        int
+	unique, dryRun, pregenerate bool
+	timeout                     time.Duration
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -60,10 +54,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080/api/webhooks/clerk", "receiver `URL`")
 	fs.StringVar(&o.secret, "secret", "", "whsec_ signing `secret` (default: the first one in $"+envSigningSecret+")")
-	fs.StringVar(&o.eventType, "type", clerkevent.UserCreated, "event `type`: "+strings.Join(clerkevent.Types, ", "))
-	fs.StringVar(&o.user, "user", "", "Clerk user `id` (default: a new random user_…)")
-	fs.StringVar(&o.email, "email", "", "primary email `address` (default: derived from the user id)")
-	fs.StringVar(&o.svixID, "svix-id", "", "svix-id of the message (default: a new random msg_…); with -n, every event reuses it (redeliveries)")
+	fs.StringVar(&o.gen.EventType, "type", clerkevent.UserCreated, "event `type`: "+strings.Join(clerkevent.Types, ", "))
+	fs.StringVar(&o.gen.User, "user", "", "Clerk user `id` (default: a new random user_…)")
+	fs.StringVar(&o.gen.Email, "email", "", "primary email `address` (default: derived from the user id)")
+	fs.StringVar(&o.gen.SvixID, "svix-id", "", "svix-id of the message (default: a new random msg_…); with -n, every event reuses it (redeliveries)")
 	fs.IntVar(&o.n, "n", 1, "events to send; more than 1 is load mode and prints a summary")
 	fs.IntVar(&o.c, "c", 16, "concurrent senders in load mode")
 	fs.BoolVar(&o.unique, "unique", true, "load mode: each event is about a new user; false: all about one user (-user or a random one)")
@@ -97,8 +91,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	} else if !strings.HasPrefix(o.secret, "whsec_") {
 		errs = append(errs, errors.New("the signing secret must start with whsec_"))
 	}
-	if !slices.Contains(clerkevent.Types, o.eventType) {
-		errs = append(errs, fmt.Errorf("-type must be one of %s, got %q", strings.Join(clerkevent.Types, ", "), o.eventType))
+	if !slices.Contains(clerkevent.Types, o.gen.EventType) {
+		errs = append(errs, fmt.Errorf("-type must be one of %s, got %q", strings.Join(clerkevent.Types, ", "), o.gen.EventType))
 	}
 	if o.n < 1 {
 		errs = append(errs, fmt.Errorf("-n must be at least 1, got %d", o.n))
@@ -106,7 +100,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	if o.c < 1 {
 		errs = append(errs, fmt.Errorf("-c must be at least 1, got %d", o.c))
 	}
-	if o.n > 1 && o.unique && (o.user != "" || o.email != "") {
+	if o.n > 1 && o.unique && (o.gen.User != "" || o.gen.Email != "") {
 		errs = append(errs, errors.New("-user and -email name one user: use them with -unique=false in load mode"))
 	}
 	if o.client != "net/http" && o.client != "lean" {
@@ -128,37 +122,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	conns := 1
-	if o.n > 1 {
-		conns = o.c
-	}
 	s, err := svixsender.New(o.url, o.secret, svixsender.Options{
-		Conns: conns, Timeout: o.timeout, Lean: o.client == "lean", UserAgent: "svixsend (creditgate)",
+		Conns: o.c, Timeout: o.timeout, Lean: o.client == "lean", UserAgent: "svixsend (creditgate)",
 	})
 	if err != nil {
 		return err
 	}
-	g := &svixsender.Generator{
-		EventType:  o.eventType,
-		InstanceID: clerkevent.NewID("ins"),
-		Unique:     o.n > 1 && o.unique,
-		User:       o.user,
-		Email:      o.email,
-		SvixID:     o.svixID,
-	}
+	g := &o.gen
+	g.InstanceID, g.Unique = clerkevent.NewID("ins"), o.n > 1 && o.unique
 	if !g.Unique {
-		if g.User == "" {
-			g.User = clerkevent.NewID("user")
-		}
-		if g.Email == "" {
-			g.Email = clerkevent.EmailFor(g.User)
-		}
+		g.User = cmp.Or(g.User, clerkevent.NewID("user"))
+		g.Email = cmp.Or(g.Email, clerkevent.EmailFor(g.User))
 	}
 
 	if o.n == 1 || o.dryRun {
-		return sendOne(ctx, s, g, o.dryRun, stdout, stderr)
+		return sendOne(ctx, s, o, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "svixsend: sending %d %s events to %s from %d senders\n", o.n, o.eventType, o.url, o.c)
+	fmt.Fprintf(stderr, "svixsend: sending %d %s events to %s from %d senders\n", o.n, o.gen.EventType, o.url, o.c)
 	res, err := svixsender.Load(ctx, s, g, o.n, o.c, o.pregenerate)
 	res.Print(stdout)
 	if err != nil {
@@ -173,19 +153,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// sendOne sends (or, dry, prints) one event and prints the response status
-// and body; a non-2xx answer is an error, for scripts.
-func sendOne(ctx context.Context, s *svixsender.Sender, g *svixsender.Generator, dry bool, stdout, stderr io.Writer) error {
-	m, err := g.Message()
+// sendOne sends (or, with -dry-run, prints) one event and prints the
+// response status and body; a non-2xx answer is an error, for scripts.
+func sendOne(ctx context.Context, s *svixsender.Sender, o options, stdout, stderr io.Writer) error {
+	m, err := o.gen.Message()
 	if err != nil {
 		return err
 	}
-	if dry {
-		h, err := s.Headers(m, s.Now())
+	if o.dryRun {
+		h, err := s.Headers(m, time.Now())
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "POST %s\n", s.URL())
+		fmt.Fprintf(stdout, "POST %s\n", o.url)
 		if err := h.WriteSubset(stdout, nil); err != nil {
 			return err
 		}

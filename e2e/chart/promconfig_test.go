@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
+	"github.com/prometheus/prometheus/util/strutil"
 	yamlv3 "go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -180,8 +180,8 @@ func TestPrometheusConfigRelabelsLikeTheOperator(t *testing.T) {
 			"__meta_kubernetes_pod_phase":                    phase,
 		}
 		for k, v := range svc.Labels {
-			l["__meta_kubernetes_service_label_"+invalidLabelChars.ReplaceAllString(k, "_")] = v
-			l["__meta_kubernetes_service_labelpresent_"+invalidLabelChars.ReplaceAllString(k, "_")] = "true"
+			l["__meta_kubernetes_service_label_"+strutil.SanitizeLabelName(k)] = v
+			l["__meta_kubernetes_service_labelpresent_"+strutil.SanitizeLabelName(k)] = "true"
 		}
 		return labels.FromMap(l)
 	}
@@ -228,5 +228,3 @@ func TestPrometheusConfigRelabelsLikeTheOperator(t *testing.T) {
 		}
 	}
 }
-
-var invalidLabelChars = regexp.MustCompile(`[^a-zA-Z0-9_]`)

@@ -17,10 +17,10 @@ package promconfig
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"github.com/prometheus/prometheus/util/strutil"
 	"sigs.k8s.io/yaml"
 )
 
@@ -93,11 +93,9 @@ type Options struct {
 	KubeconfigFile string
 }
 
-var invalidLabelChars = regexp.MustCompile(`[^a-zA-Z0-9_]`)
-
 // sanitize turns a Kubernetes label name into the suffix Prometheus' service
 // discovery gives its meta labels (and the operator its target labels).
-func sanitize(name string) string { return invalidLabelChars.ReplaceAllString(name, "_") }
+var sanitize = strutil.SanitizeLabelName
 
 func ptr[T any](v T) *T { return &v }
 

@@ -36,25 +36,28 @@ type captured struct {
 func (c *capture) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.on {
-		// pgx takes its options from the head of the arguments.
-		args := d.Args
-	options:
-		for len(args) > 0 {
-			switch args[0].(type) {
-			case pgx.QueryExecMode, pgx.QueryResultFormats, pgx.QueryResultFormatsByOID, pgx.QueryRewriter:
-				args = args[1:]
-			default:
-				break options
-			}
-		}
-		if c.lastEnd || len(c.stmts) == 0 {
-			c.trip++
-		}
-		c.lastEnd = false
-		c.stmts = append(c.stmts, captured{sql: d.SQL, args: append([]any(nil), args...), trip: c.trip})
+	if !c.on {
+		return ctx
 	}
+	// pgx takes its options from the head of the arguments.
+	args := d.Args
+	for len(args) > 0 && isOption(args[0]) {
+		args = args[1:]
+	}
+	if c.lastEnd || len(c.stmts) == 0 {
+		c.trip++
+	}
+	c.lastEnd = false
+	c.stmts = append(c.stmts, captured{sql: d.SQL, args: append([]any(nil), args...), trip: c.trip})
 	return ctx
+}
+
+func isOption(arg any) bool {
+	switch arg.(type) {
+	case pgx.QueryExecMode, pgx.QueryResultFormats, pgx.QueryResultFormatsByOID, pgx.QueryRewriter:
+		return true
+	}
+	return false
 }
 
 func (c *capture) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {
@@ -73,6 +76,14 @@ func (c *capture) record(op func() error) ([]captured, error) {
 	defer c.mu.Unlock()
 	c.on = false
 	return c.stmts, err
+}
+
+// trips is how many round trips the statements took.
+func trips(stmts []captured) int {
+	if len(stmts) == 0 {
+		return 0
+	}
+	return stmts[len(stmts)-1].trip - stmts[0].trip + 1
 }
 
 // marker is a value of the captured operation that varies per operation: it
@@ -96,6 +107,9 @@ var param = regexp.MustCompile(`\$(\d+)`)
 func pgbenchScript(stmts []captured, header string, markers []*marker, pipelines bool) (string, error) {
 	var b strings.Builder
 	b.WriteString(header)
+	for _, m := range markers {
+		m.hits = 0
+	}
 	size := map[int]int{}
 	for _, st := range stmts {
 		size[st.trip]++
@@ -160,92 +174,59 @@ func substitute(a any, markers []*marker) string {
 		// Typed: its colons make protectColons split it into text pieces.
 		return quote(v.Format(time.RFC3339Nano)) + "::timestamptz"
 	case string:
-		var parts []string
-		rest := v
-		for rest != "" {
-			at, which := -1, (*marker)(nil)
-			for _, m := range markers {
-				if i := strings.Index(rest, m.value); m.text && i >= 0 && (at < 0 || i < at) {
-					at, which = i, m
-				}
+		var values []string
+		byValue := map[string]*marker{}
+		for _, m := range markers {
+			if m.text && byValue[m.value] == nil {
+				values, byValue[m.value] = append(values, regexp.QuoteMeta(m.value)), m
 			}
-			if which == nil {
-				break
-			}
-			if at > 0 {
-				parts = append(parts, quote(rest[:at]))
-			}
-			parts = append(parts, which.expr)
-			which.hits++
-			rest = rest[at+len(which.value):]
 		}
-		if len(parts) == 0 {
+		if values == nil {
 			return quote(v)
 		}
-		if rest != "" {
-			parts = append(parts, quote(rest))
-		}
-		return "(" + strings.Join(parts, " || ") + ")"
+		return concat(v, regexp.MustCompile(strings.Join(values, "|")), quote, func(value string) string {
+			byValue[value].hits++
+			return byValue[value].expr
+		})
 	}
 	return quote(fmt.Sprint(a))
 }
 
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
+var (
+	literal  = regexp.MustCompile(`'(?:[^']|'')*'`)
+	colonVar = regexp.MustCompile(`:\b`) // a colon before a letter, digit or _
+)
+
 // protectColons rewrites the string literals of a statement that hold a
 // colon followed by a letter, digit or _, which pgbench would take for a
 // variable: 'api:x:debit:' becomes ('api' || ':' || 'x' || ':' || 'debit:'),
 // the same text.
 func protectColons(q string) string {
-	var out strings.Builder
-	for {
-		start := strings.IndexByte(q, '\'')
-		if start < 0 {
-			out.WriteString(q)
-			return out.String()
-		}
-		// The literal runs to the next quote not doubled.
-		end := start + 1
-		for end < len(q) {
-			if q[end] == '\'' {
-				if end+1 < len(q) && q[end+1] == '\'' {
-					end += 2
-					continue
-				}
-				break
-			}
-			end++
-		}
-		out.WriteString(q[:start])
-		lit := q[start+1 : min(end, len(q))]
-		parts := splitColons(lit)
-		if len(parts) == 1 {
-			out.WriteString("'" + lit + "'")
-		} else {
-			out.WriteString("(" + strings.Join(parts, " || ") + ")")
-		}
-		if end >= len(q) {
-			return out.String()
-		}
-		q = q[end+1:]
-	}
+	return literal.ReplaceAllStringFunc(q, func(lit string) string {
+		return concat(lit[1:len(lit)-1], colonVar, func(s string) string { return "'" + s + "'" },
+			func(string) string { return "':'" })
+	})
 }
 
-func splitColons(lit string) []string {
+// concat is s as SQL text pieces joined with ||: what re matches becomes
+// expr(match), the text around it lit(text). Without a match it is lit(s).
+func concat(s string, re *regexp.Regexp, lit, expr func(string) string) string {
 	var parts []string
 	last := 0
-	for i := 0; i+1 < len(lit); i++ {
-		c := lit[i+1]
-		if lit[i] == ':' && (c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			if i > last {
-				parts = append(parts, "'"+lit[last:i]+"'")
-			}
-			parts = append(parts, "':'")
-			last = i + 1
+	for _, at := range re.FindAllStringIndex(s, -1) {
+		if at[0] > last {
+			parts = append(parts, lit(s[last:at[0]]))
 		}
+		parts = append(parts, expr(s[at[0]:at[1]]))
+		last = at[1]
 	}
-	if len(parts) == 0 {
-		return []string{"'" + lit + "'"}
+	if parts == nil {
+		return lit(s)
 	}
-	return append(parts, "'"+lit[last:]+"'")
+	if last < len(s) {
+		parts = append(parts, lit(s[last:]))
+	}
+	return "(" + strings.Join(parts, " || ") + ")"
 }

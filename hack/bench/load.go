@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -10,23 +9,22 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/creditgate/creditgate/pkg/webhook/svixsender"
 )
 
-// loader drives n debits from clients concurrent clients.
-type loader func(ctx context.Context, base, key, run string, clients, n int, user func(i int) string) ([]time.Duration, map[int]int, time.Duration, error)
-
 // result is one measured run, of the service or of pgbench.
 type result struct {
 	Name      string
-	What      string // the run column, if not the service's or pgbench's
+	What      string // the run column, if not the service's
 	mode      string // pgbench's -M
 	Clients   int
 	Ops       int
@@ -52,186 +50,163 @@ func (r result) pct(p float64) time.Duration {
 	return l[max(0, min(i, len(l)-1))]
 }
 
-// apiLoad posts n debits of 1 credit through the credits API from clients
-// concurrent keep-alive connections, user(i) naming the user of the i-th.
-// It returns the latency of each and the count of each status.
-func apiLoad(ctx context.Context, base, key, run string, clients, n int, user func(i int) string) ([]time.Duration, map[int]int, time.Duration, error) {
+// loader posts n debits of 1 credit through the credits API at base from
+// clients concurrent keep-alive connections, user(i) naming the user of the
+// i-th and run its idempotency keys; the result has each one's latency and
+// the count of each status.
+type loader func(ctx context.Context, base, key, run string, clients, n int, user func(i int) string) (result, error)
+
+const debitBody = `{"amount":1,"reason":"bench"}`
+
+// sendFunc sends request i and returns its latency and status.
+type sendFunc func(i int) (time.Duration, int, error)
+
+// drive sends requests 0…n-1 from clients goroutines, each with the sender
+// dial gives it (and closes it with the function it returns); with a rate,
+// request i not before start + i/rate.
+func drive(ctx context.Context, clients, n int, rate float64, dial func() (sendFunc, func(), error)) (result, error) {
+	lat, status := make([]time.Duration, n), make([]int, n)
+	var next atomic.Int64
+	var g errgroup.Group // Wait returns the first error; the other clients go on
+	start := time.Now()
+	for range clients {
+		g.Go(func() error {
+			send, closeConn, err := dial()
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			for i := int(next.Add(1)) - 1; i < n && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
+				if rate > 0 {
+					time.Sleep(time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))))
+				}
+				if lat[i], status[i], err = send(i); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	r := result{Ops: n, Latencies: lat, Elapsed: time.Since(start), Statuses: map[int]int{}}
+	for _, s := range status {
+		r.Statuses[s]++
+	}
+	return r, err
+}
+
+// apiLoad is the loader with Go's HTTP client (-client net/http).
+func apiLoad(ctx context.Context, base, key, run string, clients, n int, user func(i int) string) (result, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	body := []byte(`{"amount":1,"reason":"bench"}`)
-	lat := make([]time.Duration, n)
-	status := make([]int, n)
-	var next atomic.Int64
-	var firstErr error
-	var once sync.Once
-	var wg sync.WaitGroup
-	start := time.Now()
-	for c := 0; c < clients; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/users/"+user(i)+"/debits", strings.NewReader(string(body)))
-				req.Header.Set("Authorization", "Bearer "+key)
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Idempotency-Key", run+"-"+strconv.Itoa(i))
-				t0 := time.Now()
-				resp, err := client.Do(req)
-				if err != nil {
-					once.Do(func() { firstErr = err })
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				lat[i], status[i] = time.Since(t0), resp.StatusCode
+	send := func(i int) (time.Duration, int, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/users/"+user(i)+"/debits", strings.NewReader(debitBody))
+		req.Header = http.Header{"Authorization": {"Bearer " + key}, "Content-Type": {"application/json"},
+			"Idempotency-Key": {run + "-" + strconv.Itoa(i)}}
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return time.Since(t0), resp.StatusCode, nil
+	}
+	return drive(ctx, clients, n, 0, func() (sendFunc, func(), error) { return send, func() {}, nil })
+}
+
+// leanLoad is the loader with a client that costs the machine less (-client
+// lean), sending at most rate requests per second (0: as fast as answers
+// come): the kit's lean connection per client, driven in its own goroutine,
+// each request written in one write and its answer read with a small parser
+// (status line, Content-Length, body). On a 2-core machine whatever the load
+// generator burns is taken from the service and PostgreSQL.
+func leanLoad(rate float64) loader {
+	return func(ctx context.Context, base, key, run string, clients, n int, user func(i int) string) (result, error) {
+		body := []byte(debitBody)
+		return drive(ctx, clients, n, rate, func() (sendFunc, func(), error) {
+			conn, err := svixsender.DialLean(base, 30*time.Second)
+			if err != nil {
+				return nil, nil, err
 			}
-		}()
+			h := http.Header{"Authorization": {"Bearer " + key}, "Content-Type": {"application/json"}, "Idempotency-Key": {""}}
+			return func(i int) (time.Duration, int, error) {
+				h["Idempotency-Key"][0] = run + "-" + strconv.Itoa(i)
+				a := conn.Do(ctx, http.MethodPost, "/v1/users/"+user(i)+"/debits", h, body, false)
+				if a.Err != nil {
+					return 0, 0, fmt.Errorf("request %d: %w", i, a.Err)
+				}
+				return a.Latency, a.Status, nil
+			}, conn.Close, nil
+		})
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	counts := map[int]int{}
-	for _, s := range status {
-		counts[s]++
-	}
-	return lat, counts, elapsed, firstErr
 }
 
 var (
-	tpsRE   = regexp.MustCompile(`number of transactions actually processed: (\d+)`)
-	failRE  = regexp.MustCompile(`number of failed transactions: (\d+)`)
-	rateRE  = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
-	logLine = regexp.MustCompile(`^\d+ \d+ (\d+) `)
+	tpsRE  = regexp.MustCompile(`number of transactions actually processed: (\d+)`)
+	failRE = regexp.MustCompile(`number of failed transactions: (\d+)`)
+	rateRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
 )
 
-// pgbench runs the script for seconds from clients connections and reads
-// each transaction's latency from its log. elapsed is the run's length.
-func pgbench(ctx context.Context, bin string, args []string, dir, name string) (ops int, lat []time.Duration, cpu time.Duration, elapsed time.Duration, err error) {
-	prefix := filepath.Join(dir, "pgbench-"+name)
+// pgbench runs script with -M mode for -pgbench-seconds from clients
+// connections and reads each transaction's latency from its log
+// (pgbench-<name>.*). Its client CPU is pgbench's; its elapsed time leaves
+// out the connections' set-up.
+func (b *bench) pgbench(ctx context.Context, clients int, mode, script, name string) (result, error) {
+	prefix := filepath.Join(b.dir, "pgbench-"+name)
 	old, _ := filepath.Glob(prefix + ".[0-9]*") // an earlier run's, in a kept directory
 	for _, f := range old {
 		_ = os.Remove(f)
 	}
-	args = append(args, "-l", "--log-prefix", prefix)
-	cmd := exec.CommandContext(ctx, bin, args...)
+	args := []string{"-n", "-h", "127.0.0.1", "-p", strconv.Itoa(b.port), "-U", "postgres", "-c", strconv.Itoa(clients),
+		"-j", strconv.Itoa(min(clients, runtime.NumCPU())), "-T", strconv.Itoa(b.Seconds), "-M", mode, "-f", script, "bench",
+		"-l", "--log-prefix", prefix}
+	cmd := exec.CommandContext(ctx, b.pgbenchBin, args...)
 	out, err := os.Create(prefix + ".out")
 	if err != nil {
-		return 0, nil, 0, 0, err
+		return result{}, err
 	}
 	defer out.Close()
 	cmd.Stdout, cmd.Stderr = out, out
 	start := time.Now()
 	runErr := cmd.Run()
-	elapsed = time.Since(start)
+	r := result{Elapsed: time.Since(start)}
 	text, _ := os.ReadFile(prefix + ".out")
 	if runErr != nil {
-		return 0, nil, 0, 0, fmt.Errorf("pgbench %s: %w\n%s", strings.Join(args, " "), runErr, text)
+		return r, fmt.Errorf("pgbench %s: %w\n%s", strings.Join(args, " "), runErr, text)
 	}
-	cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	r.ClientCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	m := tpsRE.FindSubmatch(text)
 	if m == nil {
-		return 0, nil, 0, 0, fmt.Errorf("pgbench: no transaction count in its output:\n%s", text)
+		return r, fmt.Errorf("pgbench: no transaction count in its output:\n%s", text)
 	}
-	ops, _ = strconv.Atoi(string(m[1]))
-	if r := rateRE.FindSubmatch(text); r != nil {
-		// pgbench's own rate leaves out its connection set-up.
-		if tps, _ := strconv.ParseFloat(string(r[1]), 64); tps > 0 {
-			elapsed = time.Duration(float64(ops) / tps * float64(time.Second))
+	r.Ops, _ = strconv.Atoi(string(m[1]))
+	if m := rateRE.FindSubmatch(text); m != nil {
+		if tps, _ := strconv.ParseFloat(string(m[1]), 64); tps > 0 {
+			r.Elapsed = time.Duration(float64(r.Ops) / tps * float64(time.Second))
 		}
 	}
 	if f := failRE.FindSubmatch(text); f != nil && string(f[1]) != "0" {
-		return 0, nil, 0, 0, fmt.Errorf("pgbench: %s transactions failed:\n%s", f[1], text)
+		return r, fmt.Errorf("pgbench: %s transactions failed:\n%s", f[1], text)
 	}
+	// A log line per transaction: client, transaction, latency in µs, …
 	logs, _ := filepath.Glob(prefix + ".[0-9]*")
 	for _, l := range logs {
-		f, err := os.Open(l)
+		data, err := os.ReadFile(l)
 		if err != nil {
-			return 0, nil, 0, 0, err
+			return r, err
 		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if m := logLine.FindStringSubmatch(sc.Text()); m != nil {
-				us, _ := strconv.ParseInt(m[1], 10, 64)
-				lat = append(lat, time.Duration(us)*time.Microsecond)
+		for line := range strings.Lines(string(data)) {
+			if f := strings.Fields(line); len(f) > 2 {
+				if us, err := strconv.ParseInt(f[2], 10, 64); err == nil {
+					r.Latencies = append(r.Latencies, time.Duration(us)*time.Microsecond)
+				}
 			}
 		}
-		f.Close()
 	}
-	if len(lat) != ops {
-		return 0, nil, 0, 0, fmt.Errorf("pgbench: %d transactions, but %d in its logs", ops, len(lat))
+	if len(r.Latencies) != r.Ops {
+		return r, fmt.Errorf("pgbench: %d transactions, but %d in its logs", r.Ops, len(r.Latencies))
 	}
-	return ops, lat, cpu, elapsed, nil
-}
-
-// leanLoad is apiLoad with a client that costs the machine less: one
-// keep-alive connection per client, driven in its own goroutine, each
-// request written in one write and its answer read with a small parser
-// (status line, Content-Length, body). On a 2-core machine whatever the
-// load generator burns is taken from the service and PostgreSQL;
-// -client net/http measures with Go's client instead.
-func leanLoad(ctx context.Context, base, key, run string, clients, n int, user func(i int) string) ([]time.Duration, map[int]int, time.Duration, error) {
-	return pacedLoad(0)(ctx, base, key, run, clients, n, user)
-}
-
-// pacedLoad is leanLoad sending at most rate requests per second (0: as
-// fast as answers come), request i not before start + i/rate.
-func pacedLoad(rate float64) loader {
-	return func(ctx context.Context, base, key, run string, clients, n int, user func(i int) string) ([]time.Duration, map[int]int, time.Duration, error) {
-		return lean(ctx, base, key, run, clients, n, user, rate)
-	}
-}
-
-func lean(ctx context.Context, base, key, run string, clients, n int, user func(i int) string, rate float64) ([]time.Duration, map[int]int, time.Duration, error) {
-	lat := make([]time.Duration, n)
-	status := make([]int, n)
-	var next atomic.Int64
-	var firstErr error
-	var once sync.Once
-	var wg sync.WaitGroup
-	body := []byte(`{"amount":1,"reason":"bench"}`)
-	start := time.Now()
-	for range clients {
-		wg.Go(func() {
-			fail := func(err error) { once.Do(func() { firstErr = err }) }
-			// The kit's lean connection: one write per request, the answer
-			// read in this goroutine (net/http's client costs the shared
-			// machine several times the CPU).
-			conn, err := svixsender.DialLean(base, 30*time.Second)
-			if err != nil {
-				fail(err)
-				return
-			}
-			defer conn.Close()
-			h := http.Header{"Authorization": {"Bearer " + key}, "Content-Type": {"application/json"}, "Idempotency-Key": {""}}
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				if rate > 0 {
-					if d := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))); d > 0 {
-						time.Sleep(d)
-					}
-				}
-				h["Idempotency-Key"][0] = run + "-" + strconv.Itoa(i)
-				a := conn.Do(ctx, http.MethodPost, "/v1/users/"+user(i)+"/debits", h, body, false)
-				if a.Err != nil {
-					fail(fmt.Errorf("request %d: %w", i, a.Err))
-					return
-				}
-				lat[i], status[i] = a.Latency, a.Status
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	counts := map[int]int{}
-	for _, s := range status {
-		counts[s]++
-	}
-	return lat, counts, elapsed, firstErr
+	return r, nil
 }

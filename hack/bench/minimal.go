@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -42,4 +44,35 @@ func serveMinimal() error {
 		return err
 	}
 	return nil
+}
+
+// measureMinimal runs the same load against the minimal server, started from
+// this very binary; note ends its row's name.
+func (b *bench) measureMinimal(ctx context.Context, load loader, note string) (result, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return result{}, err
+	}
+	addr, err := freeAddrs(1)
+	if err != nil {
+		return result{}, err
+	}
+	cmd := exec.Command(self, "-serve-minimal")
+	cmd.Env = append(append(os.Environ(), "DATABASE_URL="+b.url, "API_ADDR="+addr[0]), strings.Fields(b.WebhookEnv)...)
+	cmd.Stderr = os.Stderr
+	base := "http://" + addr[0]
+	srv, err := startProcess(ctx, cmd, base+"/")
+	if err != nil {
+		return result{}, fmt.Errorf("the minimal server: %w", err)
+	}
+	defer srv.stop()
+	user := func(int) string { return "x" }
+	if _, err := load(ctx, base, "-", "warm", b.Clients, 20*b.Clients, user); err != nil {
+		return result{}, err
+	}
+	r, err := b.measure(ctx, cmd.Process.Pid, "minimal server", func() (result, error) {
+		return load(ctx, base, "-", "run", b.Clients, b.Requests, user)
+	})
+	r.Name, r.What = "floor", "minimal Go server: net/http, pgx, `SELECT 1` prepared"+note
+	return r, err
 }

@@ -12,48 +12,45 @@ import (
 // clockTick is Linux's USER_HZ, the unit of /proc's CPU times.
 const clockTick = 10 * time.Millisecond
 
-// procCPU is a process's user+system CPU so far; with children, also that of
-// its children it has waited for (PostgreSQL's exited backends).
-func procCPU(pid int, children bool) (time.Duration, error) {
+// procStat is a process's /proc/<pid>/stat fields from the third (the
+// state) on: the command name before it, in parentheses, may hold spaces.
+func procStat(pid int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	// The command name, in parentheses, may hold spaces: fields count from
-	// after its closing parenthesis (field 3, the state, is f[0]).
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(f) < 15 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+		return nil, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
-	n := 2 // utime, stime: fields 14, 15
-	if children {
-		n = 4 // cutime, cstime: 16, 17
-	}
-	var ticks int64
-	for i := 0; i < n; i++ {
-		v, err := strconv.ParseInt(f[11+i], 10, 64)
+	return f, nil
+}
+
+// ticks is the sum of CPU times /proc gives in clock ticks.
+func ticks(fields ...string) (time.Duration, error) {
+	var sum time.Duration
+	for _, f := range fields {
+		n, err := strconv.ParseInt(f, 10, 64)
 		if err != nil {
 			return 0, err
 		}
-		ticks += v
+		sum += time.Duration(n) * clockTick
 	}
-	return time.Duration(ticks) * clockTick, nil
+	return sum, nil
 }
 
-// ppid is a process's parent.
-func ppid(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// procCPU is a process's user+system CPU so far; with children, also that of
+// its children it has waited for (PostgreSQL's exited backends).
+func procCPU(pid int, children bool) (time.Duration, error) {
+	f, err := procStat(pid)
 	if err != nil {
-		return 0
+		return 0, err
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 2 {
-		return 0
+	if children {
+		return ticks(f[11:15]...) // utime, stime, cutime, cstime: fields 14–17
 	}
-	p, _ := strconv.Atoi(f[1])
-	return p
+	return ticks(f[11:13]...)
 }
 
 // children are the PIDs of root's child processes.
@@ -62,7 +59,7 @@ func children(root int) []int {
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		pid, _ := strconv.Atoi(filepath.Base(d))
-		if ppid(pid) == root {
+		if f, err := procStat(pid); err == nil && f[1] == strconv.Itoa(root) { // f[1]: the parent
 			out = append(out, pid)
 		}
 	}
@@ -110,23 +107,12 @@ func busyCPU() (time.Duration, error) {
 	if len(f) < 9 || f[0] != "cpu" {
 		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
 	}
-	var ticks int64
-	for i, v := range f[1:9] {
-		if i == 3 || i == 4 { // idle, iowait
-			continue
-		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return 0, err
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * clockTick, nil
+	return ticks(f[1], f[2], f[3], f[6], f[7], f[8]) // all but idle and iowait
 }
 
 // waitQuiet waits, up to limit, until other processes keep at most maxBusy
 // cores busy over a 5-second sample. It returns what it last measured.
-func waitQuiet(maxBusy float64, limit time.Duration, logf func(string, ...any)) float64 {
+func waitQuiet(maxBusy float64, limit time.Duration) float64 {
 	deadline := time.Now().Add(limit)
 	for {
 		b0, _ := busyCPU()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"os/exec"
 	"runtime"
@@ -26,7 +27,7 @@ func renderReport(c config, rs []result, d drainResult) string {
 	b.WriteString("\n| target (issue 11) | measured | |\n|---|---|---|\n")
 	for i := 0; i+1 < len(rs); i++ {
 		s, p := rs[i], rs[i+1]
-		if s.PeakRSS == 0 || p.PeakRSS != 0 || s.What != "" {
+		if s.What != "" || p.mode == "" { // a service run, then pgbench's
 			continue
 		}
 		want := 0.6
@@ -65,32 +66,21 @@ func writeRuns(b *strings.Builder, c config, load, first, ops, unit, service str
 	fmt.Fprintf(b, "| %s | run | %s | per second | p50 ms | p90 ms | p99 ms | max ms | service CPU µs/%s | PostgreSQL CPU µs/op | client CPU µs/op | statements/op | other processes, cores | service peak RSS MB |\n", first, ops, unit)
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
-		what := service
-		switch {
-		case r.What != "":
-			what = r.What
-		case r.PeakRSS == 0:
-			what = "pgbench, same SQL"
-		}
 		rss := "–"
 		if r.PeakRSS > 0 {
 			rss = fmt.Sprintf("%.1f", float64(r.PeakRSS)/1e6)
 		}
-		fmt.Fprintf(b, "| %s | %s%s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f | %s |\n",
-			r.Name, what, modeOf(r), r.Ops, r.rate(), ms(r.pct(0.5)), ms(r.pct(0.9)), ms(r.pct(0.99)), ms(r.pct(1)),
+		fmt.Fprintf(b, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f | %s |\n",
+			r.Name, cmp.Or(r.What, service), r.Ops, r.rate(), ms(r.pct(0.5)), ms(r.pct(0.9)), ms(r.pct(0.99)), ms(r.pct(1)),
 			perOp(r.ServiceCPU, r.Ops), perOp(r.PostgresCPU, r.Ops), perOp(r.ClientCPU, r.Ops),
 			float64(r.Statements)/float64(r.Ops), r.OtherCores, rss)
 	}
 }
 
-func modeOf(r result) string {
-	if r.PeakRSS != 0 {
-		return ""
-	}
-	if r.mode == "prepared" {
-		return " `-M prepared`, same trips"
-	}
-	return " `-M simple`, a trip per statement"
+// pgbenchRun names pgbench's runs by -M mode.
+var pgbenchRun = map[string]string{
+	"prepared": "pgbench, same SQL `-M prepared`, same trips",
+	"simple":   "pgbench, same SQL `-M simple`, a trip per statement",
 }
 
 func verdict(ok bool) string {

@@ -34,13 +34,10 @@ type devRun struct {
 func newRun(t *testing.T) devRun {
 	t.Helper()
 	r := devRun{dir: filepath.Join(t.TempDir(), "dev"), pgPort: freePort(t)}
+	r.pgDir = clusterDir(r.dir)
 	r.httpAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
 	r.metricsAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
 	r.apiAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	var err error
-	if r.pgDir, err = clusterDir(r.dir); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		// As root the cluster may live outside the test's directory.
 		if err := os.RemoveAll(r.pgDir); err != nil {

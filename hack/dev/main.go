@@ -5,14 +5,14 @@
 //
 // Everything it starts stops with it: on SIGINT, SIGTERM or SIGHUP it stops
 // the webhook, then PostgreSQL, and exits; the kernel stops both should dev
-// itself be killed (SIGKILL), and dev stops when make is signalled or dies.
-// What a killed run could still leave (a server whose shutdown did not
-// finish) is found and stopped by the next run, which owns the state
-// directory through a lock. It refuses ports that something else listens on
-// rather than use (and migrate) a server it did not start.
+// itself be killed, and dev stops when make is signalled or dies. The next
+// run, owning the state directory through a lock, stops whatever a killed
+// run still left. It refuses ports that something else listens on rather
+// than use (and migrate) a server it did not start.
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -86,17 +86,17 @@ func (c config) webhook() string { return filepath.Join(c.dir, "bin", "webhook")
 // load reads the configuration; relative paths are taken from the working
 // directory, which make sets to the checkout.
 func load(getenv func(string) string) (config, error) {
-	c := config{httpAddr: envOr(getenv, "HTTP_ADDR", "127.0.0.1:8080"), metricsAddr: envOr(getenv, "METRICS_ADDR", "127.0.0.1:9090"),
-		apiAddr: envOr(getenv, "API_ADDR", "127.0.0.1:8081")}
-	dir, err := filepath.Abs(envOr(getenv, "DEV_DIR", ".dev"))
+	c := config{
+		httpAddr:    cmp.Or(getenv("HTTP_ADDR"), "127.0.0.1:8080"),
+		metricsAddr: cmp.Or(getenv("METRICS_ADDR"), "127.0.0.1:9090"),
+		apiAddr:     cmp.Or(getenv("API_ADDR"), "127.0.0.1:8081"),
+	}
+	dir, err := filepath.Abs(cmp.Or(getenv("DEV_DIR"), ".dev"))
 	if err != nil {
 		return c, fmt.Errorf("DEV_DIR: %w", err)
 	}
-	c.dir = dir
-	if c.pgDir, err = clusterDir(dir); err != nil {
-		return c, err
-	}
-	port := envOr(getenv, "DEV_PG_PORT", "54329")
+	c.dir, c.pgDir = dir, clusterDir(dir)
+	port := cmp.Or(getenv("DEV_PG_PORT"), "54329")
 	if c.pgPort, err = strconv.Atoi(port); err != nil || c.pgPort < 1 || c.pgPort > 65535 {
 		return c, fmt.Errorf("DEV_PG_PORT=%q: want a port number", port)
 	}
@@ -111,22 +111,22 @@ func load(getenv func(string) string) (config, error) {
 // clusterDir is dir/pg, except as root when the postgres user, which runs the
 // server, cannot reach dir (a checkout under /root): then a directory of
 // /var/tmp named after dir, so that each checkout still has its own.
-func clusterDir(dir string) (string, error) {
+func clusterDir(dir string) string {
 	in := filepath.Join(dir, "pg")
 	if os.Geteuid() != 0 {
-		return in, nil
+		return in
 	}
 	u, err := user.Lookup("postgres")
 	if err != nil {
-		return in, nil // pglocal.Start says what is missing.
+		return in // pglocal.Start says what is missing.
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	if reachable(dir, uid, gid) {
-		return in, nil
+		return in
 	}
 	sum := sha256.Sum256([]byte(dir))
-	return filepath.Join("/var/tmp", "creditgate-dev-"+hex.EncodeToString(sum[:6])), nil
+	return filepath.Join("/var/tmp", "creditgate-dev-"+hex.EncodeToString(sum[:6]))
 }
 
 // reachable reports whether uid (primary group gid) may search every existing
@@ -135,20 +135,16 @@ func reachable(dir string, uid, gid int) bool {
 	for d := dir; ; d = filepath.Dir(d) {
 		if fi, err := os.Stat(d); err == nil {
 			st, ok := fi.Sys().(*syscall.Stat_t)
-			if !ok {
-				return false
-			}
-			m := fi.Mode().Perm()
+			search := os.FileMode(0o001) // others'
 			switch {
+			case !ok:
+				return false
 			case int(st.Uid) == uid:
-				if m&0o100 == 0 {
-					return false
-				}
+				search = 0o100
 			case int(st.Gid) == gid:
-				if m&0o010 == 0 {
-					return false
-				}
-			case m&0o001 == 0:
+				search = 0o010
+			}
+			if fi.Mode()&search == 0 {
 				return false
 			}
 		}
@@ -173,7 +169,7 @@ func run(ctx context.Context, restoreSignals func(), getenv func(string) string,
 	defer unlock()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	go watchParent(ctx, func(why string) { cancel(errors.New(why)) })
+	go watchParent(ctx, cancel)
 
 	// Holding the lock, whatever still runs from this directory is left over
 	// from a dev that was killed: stop it before looking at the ports.
@@ -192,13 +188,12 @@ func run(ctx context.Context, restoreSignals func(), getenv func(string) string,
 	if err := os.MkdirAll(c.pgDir, 0o700); err != nil {
 		return err
 	}
-	pg, err := pglocal.Start(ctx, pglocal.Options{Dir: c.pgDir, Port: c.pgPort, Fsync: true,
-		LogFile: filepath.Join(c.dir, "postgres.log"), StopWithParent: true})
-	if err != nil {
-		if errors.Is(err, pglocal.ErrPortInUse) {
-			return portError("DEV_PG_PORT", strconv.Itoa(c.pgPort))
-		}
-		return fmt.Errorf("start PostgreSQL (log: %s): %w", filepath.Join(c.dir, "postgres.log"), err)
+	pgLog := filepath.Join(c.dir, "postgres.log")
+	pg, err := pglocal.Start(ctx, pglocal.Options{Dir: c.pgDir, Port: c.pgPort, Fsync: true, LogFile: pgLog, StopWithParent: true})
+	if errors.Is(err, pglocal.ErrPortInUse) {
+		return portError("DEV_PG_PORT", strconv.Itoa(c.pgPort))
+	} else if err != nil {
+		return fmt.Errorf("start PostgreSQL (log: %s): %w", pgLog, err)
 	}
 	defer func() {
 		_ = pg.Stop()
@@ -249,57 +244,49 @@ Ctrl-C stops the service and PostgreSQL (data stays in %[6]s; make dev-reset del
 		"HTTP_ADDR="+c.httpAddr,
 		"METRICS_ADDR="+c.metricsAddr,
 		"API_ADDR="+c.apiAddr,
-		"LOG_FORMAT="+envOr(getenv, "LOG_FORMAT", "text"),
+		"LOG_FORMAT="+cmp.Or(getenv("LOG_FORMAT"), "text"),
 	)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	// Its own process group: a Ctrl-C reaches dev, which stops the webhook
 	// before PostgreSQL, rather than both at once.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	setParentDeathSignal(cmd.SysProcAttr, syscall.SIGTERM)
+	setParentDeathSignal(cmd.SysProcAttr)
 	exited, err := start(cmd)
 	if err != nil {
 		return fmt.Errorf("start webhook: %w", err)
 	}
-	running := true
 	defer func() {
-		if running {
-			if stopErr := stopChild(cmd, exited); stopErr != nil && err == nil {
-				err = fmt.Errorf("stop webhook: %w", stopErr)
-			}
+		if stopErr := stopChild(cmd, exited); stopErr != nil && err == nil {
+			err = fmt.Errorf("stop webhook: %w", stopErr)
 		}
 		fmt.Fprintln(stdout, "dev: webhook stopped")
 	}()
 
-	ready := readiness(ctx, "http://"+c.httpAddr+"/readyz")
+	poll := time.NewTicker(50 * time.Millisecond) // until the webhook is ready
+	defer poll.Stop()
 	for {
 		select {
-		case <-ready:
-			fmt.Fprintf(stdout, "dev: ready: POST http://%s/api/webhooks/clerk (pid %d)\n", c.httpAddr, os.Getpid())
-			ready = nil
-		case err := <-exited:
-			running = false
-			if err == nil {
-				err = errors.New("exit status 0")
+		case <-poll.C:
+			if ready(ctx, "http://"+c.httpAddr+"/readyz") {
+				fmt.Fprintf(stdout, "dev: ready: POST http://%s/api/webhooks/clerk (pid %d)\n", c.httpAddr, os.Getpid())
+				poll.Stop()
 			}
-			return fmt.Errorf("webhook exited: %w", err)
+		case err := <-exited:
+			return fmt.Errorf("webhook exited: %w", cmp.Or(err, errors.New("exit status 0")))
 		case <-ctx.Done():
 			// A second signal now kills dev at once; the kernel then
 			// stops the webhook and PostgreSQL (their parent-death signal).
 			restoreSignals()
-			why := "signal"
-			if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
-				why = cause.Error()
-			}
-			fmt.Fprintf(stdout, "dev: stopping (%s)\n", why)
+			fmt.Fprintf(stdout, "dev: stopping (%v)\n", context.Cause(ctx))
 			return nil
 		}
 	}
 }
 
-// start starts cmd and returns a channel that receives its Wait result. The
-// goroutine that starts the child keeps its OS thread until the child exits:
-// the kernel sends a parent-death signal when the starting thread exits, not
-// the process (prctl(2)).
+// start starts cmd and returns a channel that receives its Wait result, then
+// is closed. The goroutine that starts the child keeps its OS thread until
+// the child exits: the kernel sends a parent-death signal when the starting
+// thread exits, not the process (prctl(2)).
 func start(cmd *exec.Cmd) (<-chan error, error) {
 	started := make(chan error, 1)
 	exited := make(chan error, 1)
@@ -312,12 +299,14 @@ func start(cmd *exec.Cmd) (<-chan error, error) {
 		}
 		started <- nil
 		exited <- cmd.Wait()
+		close(exited)
 	}()
 	return exited, <-started
 }
 
 // stopChild asks cmd to stop (SIGTERM) and waits; after 30 s (the webhook
 // drains for SHUTDOWN_TIMEOUT, 20 s by default) it kills its process group.
+// Once cmd has exited and its result was received, it returns nil.
 func stopChild(cmd *exec.Cmd, exited <-chan error) error {
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -333,30 +322,15 @@ func stopChild(cmd *exec.Cmd, exited <-chan error) error {
 	}
 }
 
-// readiness returns a channel closed once url answers 200.
-func readiness(ctx context.Context, url string) <-chan struct{} {
-	ready := make(chan struct{})
-	go func() {
-		client := &http.Client{Timeout: time.Second}
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-			if resp, err := client.Do(req); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					close(ready)
-					return
-				}
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return ready
+// ready reports whether url answers 200 within a second.
+func ready(ctx context.Context, url string) bool {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := (&http.Client{Timeout: time.Second}).Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // checkPorts refuses ports something else listens on: dev starts its own
@@ -383,15 +357,9 @@ func portError(name, value string) error {
 	example := map[string]string{"DEV_PG_PORT": "54339", "HTTP_ADDR": "127.0.0.1:8088", "METRICS_ADDR": "127.0.0.1:9098",
 		"API_ADDR": "127.0.0.1:8089"}[name]
 	holder := "another PostgreSQL, or another make dev?"
-	port := value
-	if _, p, err := net.SplitHostPort(value); err == nil {
-		port = p
-	}
-	if n, err := strconv.Atoi(port); err == nil {
-		if l := listener(n); l != "" {
-			if len(l) > 200 {
-				l = l[:200] + "…"
-			}
+	// value is a port or host:port (load checked which).
+	if port, err := strconv.Atoi(value[strings.LastIndexByte(value, ':')+1:]); err == nil {
+		if l := listener(port); l != "" {
 			holder = l
 		}
 	}
@@ -455,11 +423,7 @@ func makeDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	ignore := filepath.Join(dir, ".gitignore")
-	if _, err := os.Stat(ignore); err == nil {
-		return nil
-	}
-	return os.WriteFile(ignore, []byte("*\n"), 0o644)
+	return os.WriteFile(filepath.Join(dir, ".gitignore"), []byte("*\n"), 0o644)
 }
 
 // lock takes dir's lock for this process's life (the kernel drops it when
@@ -492,8 +456,6 @@ func (e *busyError) Error() string {
 // lockWait takes dir's lock, stopping (SIGTERM) the dev that holds it first.
 func lockWait(ctx context.Context, dir string, stdout io.Writer) (func(), error) {
 	signalled := false
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
 	for {
 		unlock, err := lock(dir)
 		var busy *busyError
@@ -505,11 +467,10 @@ func lockWait(ctx context.Context, dir string, stdout io.Writer) (func(), error)
 			_ = syscall.Kill(pid, syscall.SIGTERM)
 			signalled = true
 		}
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w (still held after %v)", err, ctx.Err())
-		case <-tick.C:
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -524,11 +485,4 @@ func devSecret(path string) (string, error) {
 	}
 	s := "whsec_" + base64.StdEncoding.EncodeToString(key)
 	return s, os.WriteFile(path, []byte(s+"\n"), 0o600)
-}
-
-func envOr(getenv func(string) string, k, def string) string {
-	if v := getenv(k); v != "" {
-		return v
-	}
-	return def
 }

@@ -1,17 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-func setParentDeathSignal(attr *syscall.SysProcAttr, sig syscall.Signal) { attr.Pdeathsig = sig }
+func setParentDeathSignal(attr *syscall.SysProcAttr) { attr.Pdeathsig = syscall.SIGTERM }
 
 // stopWithParent has the kernel send this process SIGTERM when its parent
 // dies (make killed by SIGKILL). make is single-threaded, so the parent's
@@ -22,55 +22,45 @@ func stopWithParent() {
 
 // watchParent calls stop when the process that started dev exits, or when
 // that process is GNU make and has begun handling a SIGINT. make passes
-// SIGTERM on to its recipe, but not SIGINT: it expects the terminal to have
-// sent it to the whole process group (as Ctrl-C does) and waits for the
-// recipe, so a SIGINT sent to make alone would otherwise stop nothing. make's
-// handler first resets SIGINT to its default action, so /proc shows make no
-// longer catching it (a change nothing else in make makes; blocking signals
-// around its own bookkeeping, as it also does, leaves the handler alone).
-func watchParent(ctx context.Context, stop func(why string)) {
+// SIGTERM on to its recipe but not SIGINT, which it expects the terminal to
+// have sent to the whole process group (Ctrl-C): sent to make alone, it would
+// stop nothing. make's handler first resets SIGINT to its default action,
+// which /proc shows (nothing else in make changes that handler).
+func watchParent(ctx context.Context, stop context.CancelCauseFunc) {
 	ppid := os.Getppid()
 	comm, _ := os.ReadFile("/proc/" + strconv.Itoa(ppid) + "/comm")
-	watchINT := false
-	if name := strings.TrimSpace(string(comm)); name == "make" || name == "gmake" {
-		caught, err := sigmask(ppid, "SigCgt")
-		watchINT = err == nil && caught&sigbit(syscall.SIGINT) != 0
-	}
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	name := strings.TrimSpace(string(comm))
+	caught, ok := catchesSIGINT(ppid)
+	watchINT := (name == "make" || name == "gmake") && ok && caught
+	for ctx.Err() == nil {
 		if os.Getppid() != ppid {
-			stop("the parent process exited")
+			stop(errors.New("the parent process exited"))
 			return
 		}
 		if watchINT {
-			if caught, err := sigmask(ppid, "SigCgt"); err == nil && caught&sigbit(syscall.SIGINT) == 0 {
-				stop("make got SIGINT")
+			if caught, ok := catchesSIGINT(ppid); ok && !caught {
+				stop(errors.New("make got SIGINT"))
 				return
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-func sigbit(s syscall.Signal) uint64 { return 1 << (uint(s) - 1) }
-
-// sigmask reads a signal mask line (SigBlk, SigCgt, …) of /proc/pid/status.
-func sigmask(pid int, field string) (uint64, error) {
+// catchesSIGINT reports whether pid has a SIGINT handler (its SigCgt mask in
+// /proc/pid/status); ok is false when that cannot be read.
+func catchesSIGINT(pid int) (caught, ok bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0, err
+		return false, false
 	}
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if v, found := strings.CutPrefix(line, "SigCgt:"); found {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return mask&(1<<(syscall.SIGINT-1)) != 0, err == nil
 		}
 	}
-	return 0, os.ErrNotExist
+	return false, false
 }
 
 // process is one entry of /proc.
@@ -90,15 +80,13 @@ func processes() []process {
 		if err != nil {
 			continue
 		}
-		dir := filepath.Join("/proc", e.Name())
+		dir := "/proc/" + e.Name() + "/"
 		p := process{pid: pid}
-		p.exe, _ = os.Readlink(filepath.Join(dir, "exe"))
-		p.exe = strings.TrimSuffix(p.exe, " (deleted)")
-		p.cwd, _ = os.Readlink(filepath.Join(dir, "cwd"))
-		if b, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil && len(b) > 0 {
-			for _, a := range bytes.Split(bytes.TrimRight(b, "\x00"), []byte{0}) {
-				p.args = append(p.args, string(a))
-			}
+		exe, _ := os.Readlink(dir + "exe")
+		p.exe = strings.TrimSuffix(exe, " (deleted)")
+		p.cwd, _ = os.Readlink(dir + "cwd")
+		if b, _ := os.ReadFile(dir + "cmdline"); len(b) > 0 {
+			p.args = strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 		}
 		if alive(pid) {
 			ps = append(ps, p)
@@ -109,11 +97,9 @@ func processes() []process {
 
 // alive reports whether pid is a process that has not exited (a zombie has).
 func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	// pid (comm) state …: comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
 	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
@@ -127,19 +113,12 @@ func stopStrays(ctx context.Context, exe string) []int {
 			_ = syscall.Kill(p.pid, syscall.SIGTERM)
 		}
 	}
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	done := ctx.Done()
 	for _, pid := range pids {
 		for alive(pid) {
-			select {
-			case <-tick.C:
-			case <-done:
-				for _, pid := range pids {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-				done = nil
+			if ctx.Err() != nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	return pids
@@ -149,33 +128,28 @@ func stopStrays(ctx context.Context, exe string) []int {
 // -D /x"), or returns "" when /proc does not tell (another user's process,
 // for one).
 func listener(port int) string {
-	inodes := map[string]bool{}
+	inodes, hexPort := map[string]bool{}, fmt.Sprintf(":%04X", port)
 	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		b, err := os.ReadFile(table)
-		if err != nil {
-			continue
-		}
+		b, _ := os.ReadFile(table)
 		for line := range strings.Lines(string(b)) {
 			// sl local_address rem_address st … inode: the address is
 			// hex IP:PORT, state 0A is LISTEN.
 			f := strings.Fields(line)
-			if len(f) < 10 || f[3] != "0A" {
-				continue
-			}
-			_, hexPort, ok := strings.Cut(f[1], ":")
-			if p, err := strconv.ParseUint(hexPort, 16, 16); ok && err == nil && int(p) == port {
+			if len(f) >= 10 && f[3] == "0A" && strings.HasSuffix(f[1], hexPort) {
 				inodes["socket:["+f[9]+"]"] = true
 			}
 		}
 	}
-	if len(inodes) == 0 {
-		return ""
-	}
 	for _, p := range processes() {
-		fds, _ := os.ReadDir(filepath.Join("/proc", strconv.Itoa(p.pid), "fd"))
-		for _, fd := range fds {
-			if l, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(p.pid), "fd", fd.Name())); inodes[l] {
-				return "pid " + strconv.Itoa(p.pid) + ": " + strings.Join(p.args, " ")
+		fds := "/proc/" + strconv.Itoa(p.pid) + "/fd/"
+		ents, _ := os.ReadDir(fds)
+		for _, fd := range ents {
+			if l, _ := os.Readlink(fds + fd.Name()); inodes[l] {
+				l = "pid " + strconv.Itoa(p.pid) + ": " + strings.Join(p.args, " ")
+				if len(l) > 200 {
+					l = l[:200] + "…"
+				}
+				return l
 			}
 		}
 	}

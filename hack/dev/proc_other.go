@@ -7,13 +7,13 @@ import (
 	"syscall"
 )
 
-func setParentDeathSignal(*syscall.SysProcAttr, syscall.Signal) {}
+func setParentDeathSignal(*syscall.SysProcAttr) {}
 
 func stopWithParent() {}
 
 // watchParent needs /proc; elsewhere make's signals reach dev only as the
 // terminal sends them (Ctrl-C) or as make passes them on (SIGTERM).
-func watchParent(context.Context, func(string)) {}
+func watchParent(context.Context, context.CancelCauseFunc) {}
 
 // stopStrays needs /proc; elsewhere a leftover webhook shows as its port in use.
 func stopStrays(context.Context, string) []int { return nil }

@@ -7,6 +7,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -110,30 +111,24 @@ func seeds(n int, now time.Time) []clerkfake.User {
 func logRequests(logger *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		logger.Info("request",
 			"method", r.Method,
 			"path", r.URL.Path,
-			"status", sw.status,
+			"status", cmp.Or(sw.status, http.StatusOK),
 			"duration_ms", time.Since(start).Milliseconds())
 	})
 }
 
+// statusWriter records the first status set through it; none means 200.
+// (clerkfake never sets one after writing, which net/http would ignore.)
 type statusWriter struct {
 	http.ResponseWriter
-	status      int
-	wroteHeader bool
+	status int
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if !w.wroteHeader {
-		w.status, w.wroteHeader = code, true
-	}
+	w.status = cmp.Or(w.status, code)
 	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	w.wroteHeader = true
-	return w.ResponseWriter.Write(b)
 }

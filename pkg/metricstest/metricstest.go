@@ -6,6 +6,8 @@
 package metricstest
 
 import (
+	"slices"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -70,13 +72,9 @@ func series(t T, g prometheus.Gatherer, name string) []*dto.Metric {
 
 func matches(m *dto.Metric, labelPairs []string) bool {
 	for i := 0; i+1 < len(labelPairs); i += 2 {
-		ok := false
-		for _, lp := range m.GetLabel() {
-			if lp.GetName() == labelPairs[i] && lp.GetValue() == labelPairs[i+1] {
-				ok = true
-			}
-		}
-		if !ok {
+		if !slices.ContainsFunc(m.GetLabel(), func(lp *dto.LabelPair) bool {
+			return lp.GetName() == labelPairs[i] && lp.GetValue() == labelPairs[i+1]
+		}) {
 			return false
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -23,39 +23,33 @@ func stopWithParent(attr *syscall.SysProcAttr) { attr.Pdeathsig = syscall.SIGINT
 // takes longer than ctx allows.
 func StopLeftover(ctx context.Context, dir string) (int, error) {
 	data := filepath.Join(dir, "data")
-	f, err := readPIDFile(data)
+	pid, _, err := readPIDFile(data)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, err
 	}
-	if !alive(f.pid) {
+	if !alive(pid) {
 		return 0, nil // PostgreSQL replaces a pid file whose process is gone.
 	}
-	if !isPostmaster(f.pid, data) {
+	if !isPostmaster(pid, data) {
 		return 0, os.Remove(filepath.Join(data, "postmaster.pid"))
 	}
 	// Our own server: Start runs it in its own process group.
-	if err := syscall.Kill(f.pid, syscall.SIGINT); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return f.pid, fmt.Errorf("stop postgres (pid %d): %w", f.pid, err)
+	if err := syscall.Kill(pid, syscall.SIGINT); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return pid, fmt.Errorf("stop postgres (pid %d): %w", pid, err)
 	}
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for alive(f.pid) {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			_ = syscall.Kill(-f.pid, syscall.SIGKILL)
-			return f.pid, fmt.Errorf("postgres (pid %d) did not stop: killed its process group: %w", f.pid, ctx.Err())
-		}
+	if err := poll(ctx, nil, 20*time.Millisecond, func() bool { return !alive(pid) }); err != nil {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		return pid, fmt.Errorf("postgres (pid %d) did not stop: killed its process group: %w", pid, err)
 	}
-	return f.pid, nil
+	return pid, nil
 }
 
 // alive reports whether pid is a process that has not exited (a zombie has).
 func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false
 	}
@@ -66,17 +60,14 @@ func alive(pid int) bool {
 
 // isPostmaster reports whether pid runs postgres -D data.
 func isPostmaster(pid int, data string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
 		return false
 	}
-	args := bytes.Split(bytes.TrimRight(b, "\x00"), []byte{0})
-	if len(args) < 3 || filepath.Base(string(args[0])) != "postgres" {
-		return false
-	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 	for i := 1; i+1 < len(args); i++ {
-		if string(args[i]) == "-D" && string(args[i+1]) == data {
-			return true
+		if args[i] == "-D" && args[i+1] == data {
+			return filepath.Base(args[0]) == "postgres"
 		}
 	}
 	return false

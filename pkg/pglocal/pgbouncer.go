@@ -8,9 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 )
@@ -44,10 +42,9 @@ type BouncerOptions struct {
 // /usr/sbin/pgbouncer) in transaction mode, trusting the user postgres, in
 // front of opts.Server, and waits until it accepts connections. Any role
 // of the server may connect (pgbouncer looks roles up as postgres).
-func StartBouncer(ctx context.Context, opts BouncerOptions) (*Bouncer, error) {
+func StartBouncer(ctx context.Context, opts BouncerOptions) (_ *Bouncer, err error) {
 	bin := os.Getenv("PGBOUNCER")
 	if bin == "" {
-		var err error
 		if bin, err = exec.LookPath("pgbouncer"); err != nil {
 			bin = "/usr/sbin/pgbouncer"
 		}
@@ -67,24 +64,21 @@ func StartBouncer(ctx context.Context, opts BouncerOptions) (*Bouncer, error) {
 		return nil, err
 	}
 	b := &Bouncer{dir: dir, exited: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			_ = b.Close()
+		}
+	}()
 	var cred *syscall.Credential
 	if os.Geteuid() == 0 {
-		// pgbouncer refuses to run as root.
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			b.cleanup()
-			return nil, errors.New("running as root, and pgbouncer refuses to: create a 'postgres' user or run as another user")
+		if cred, err = postgresUser("pgbouncer"); err != nil {
+			return nil, err
 		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(dir, uid, gid); err != nil {
-			b.cleanup()
+		if err := own(dir, cred); err != nil {
 			return nil, err
 		}
 	}
 	if b.Port, err = freePort(); err != nil {
-		b.cleanup()
 		return nil, err
 	}
 	target := fmt.Sprintf("host=%s port=%s", host, port)
@@ -109,7 +103,6 @@ logfile = %s
 `, target, b.Port, filepath.Join(dir, "users.txt"), opts.PoolSize, filepath.Join(dir, "pgbouncer.log"))
 	for name, content := range map[string]string{"pgbouncer.ini": ini, "users.txt": `"postgres" ""` + "\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			b.cleanup()
 			return nil, err
 		}
 	}
@@ -117,28 +110,21 @@ logfile = %s
 	b.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	stopWithParent(b.cmd.SysProcAttr)
 	if err := b.cmd.Start(); err != nil {
-		b.cleanup()
 		return nil, fmt.Errorf("start pgbouncer: %w", err)
 	}
 	go func() { _ = b.cmd.Wait(); close(b.exited) }()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(b.Port))
-	for {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			conn.Close()
-			return b, nil
-		}
-		select {
-		case <-b.exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
-			b.cleanup()
-			return nil, fmt.Errorf("pgbouncer exited: %v\n%s", b.cmd.ProcessState, log)
-		case <-ctx.Done():
-			_ = b.Close()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+	err = poll(ctx, b.exited, 20*time.Millisecond, func() bool {
+		conn, err := net.DialTimeout("tcp", loopback(b.Port), time.Second)
+		return err == nil && conn.Close() == nil
+	})
+	if errors.Is(err, errExited) {
+		log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
+		return nil, fmt.Errorf("pgbouncer exited: %v\n%s", b.cmd.ProcessState, log)
 	}
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // URL returns serverURL with its host and port replaced by the bouncer's.
@@ -147,7 +133,7 @@ func (b *Bouncer) URL(serverURL string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	u.Host = net.JoinHostPort("127.0.0.1", strconv.Itoa(b.Port))
+	u.Host = loopback(b.Port)
 	return u.String(), nil
 }
 
@@ -162,8 +148,6 @@ func (b *Bouncer) Close() error {
 			<-b.exited
 		}
 	}
-	b.cleanup()
+	_ = os.RemoveAll(b.dir)
 	return nil
 }
-
-func (b *Bouncer) cleanup() { _ = os.RemoveAll(b.dir) }

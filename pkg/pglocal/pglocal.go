@@ -5,16 +5,18 @@
 package pglocal
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,7 +32,7 @@ var ErrNoBinaries = errors.New("no PostgreSQL server binaries found (initdb, pos
 
 // Options configures Start.
 type Options struct {
-	// Dir holds the cluster; empty means a new temporary directory, removed by Stop.
+	// Dir holds the cluster; empty means a new temporary directory, removed by Close.
 	Dir string
 	// Port to listen on (127.0.0.1); 0 picks a free one.
 	Port int
@@ -75,7 +77,7 @@ func FindBin() (string, error) {
 		return d, nil
 	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
+	slices.SortFunc(dirs, func(a, b string) int { return version(b) - version(a) })
 	if p, err := exec.LookPath("initdb"); err == nil {
 		if r, err := filepath.EvalSymlinks(p); err == nil {
 			dirs = append(dirs, filepath.Dir(r))
@@ -109,29 +111,34 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{bin: bin, opts: opts, Dir: opts.Dir}
+	s := &Server{bin: bin, opts: opts, Dir: opts.Dir, Port: opts.Port}
 	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return nil, errors.New("running as root, and PostgreSQL refuses to: create a 'postgres' user (the Debian package does) or run as another user")
+		if s.cred, err = postgresUser("PostgreSQL"); err != nil {
+			return nil, err
 		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
 	if s.Dir == "" {
-		s.Dir, err = os.MkdirTemp("", "creditgate-pg-")
-		if err != nil {
+		if s.Dir, err = os.MkdirTemp("", "creditgate-pg-"); err != nil {
 			return nil, err
 		}
 		s.tempDir = true
 	}
-	if err := s.chown(s.Dir); err != nil {
+	if err := s.start(ctx); err != nil {
+		s.cleanup()
 		return nil, err
+	}
+	return s, nil
+}
+
+// start makes the cluster's directory the server's, initialises the cluster
+// if it has to, and starts the server.
+func (s *Server) start(ctx context.Context) error {
+	if err := own(s.Dir, s.cred); err != nil {
+		return err
 	}
 	data := filepath.Join(s.Dir, "data")
 	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
-		cmd := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres",
+		cmd := exec.CommandContext(ctx, filepath.Join(s.bin, "initdb"), "-D", data, "-U", "postgres",
 			"--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
 		// Interrupted, initdb removes the directory it was filling (a
@@ -139,59 +146,60 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 		cmd.WaitDelay = 10 * time.Second
 		if out, err := cmd.CombinedOutput(); err != nil {
-			s.cleanup()
-			return nil, fmt.Errorf("initdb: %w\n%s", err, out)
+			return fmt.Errorf("initdb: %w\n%s", err, out)
 		}
 	}
 	if err := s.allow(filepath.Join(data, "pg_hba.conf")); err != nil {
-		s.cleanup()
-		return nil, err
+		return err
 	}
-	s.Port = opts.Port
 	if s.Port == 0 {
-		s.Port, err = freePort()
+		var err error
+		if s.Port, err = freePort(); err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		s.cleanup()
-		return nil, err
-	}
-	if err := s.Restart(ctx); err != nil {
-		s.cleanup()
-		return nil, err
-	}
-	return s, nil
+	return s.Restart(ctx)
 }
 
-func (s *Server) chown(dir string) error {
-	if s.cred == nil {
+// postgresUser is the credential of the postgres user, for running prog,
+// which refuses to run as root.
+func postgresUser(prog string) (*syscall.Credential, error) {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root, and %s refuses to: create a 'postgres' user (the Debian package does) or run as another user", prog)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// own gives dir to cred's user, if any.
+func own(dir string, cred *syscall.Credential) error {
+	if cred == nil {
 		return nil
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return err
 	}
-	return os.Chown(dir, int(s.cred.Uid), int(s.cred.Gid))
+	return os.Chown(dir, int(cred.Uid), int(cred.Gid))
 }
 
 // Restart starts the server again after Stop, on the same port and data.
 func (s *Server) Restart(ctx context.Context) error {
-	args := []string{"-D", filepath.Join(s.Dir, "data"), "-p", strconv.Itoa(s.Port),
+	data := filepath.Join(s.Dir, "data")
+	args := []string{"-D", data, "-p", strconv.Itoa(s.Port),
 		"-c", "listen_addresses=" + strings.Join(append([]string{"127.0.0.1"}, s.opts.ListenAddresses...), ","),
 		"-c", "unix_socket_directories=" + s.Dir,
 		"-c", "max_connections=300", "-c", "shared_buffers=128MB"}
 	if !s.opts.Fsync {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	}
-	keys := make([]string, 0, len(s.opts.Settings))
-	for k := range s.opts.Settings {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(s.opts.Settings)) {
 		args = append(args, "-c", k+"="+s.opts.Settings[k])
 	}
 	// A server already on the port would answer pg_isready for ours, which
 	// then fails to bind and exits: refuse the port instead of using it.
-	l, err := net.Listen("tcp", s.addr())
+	l, err := net.Listen("tcp", loopback(s.Port))
 	if err != nil {
 		return fmt.Errorf("port %d: %w", s.Port, ErrPortInUse)
 	}
@@ -220,13 +228,12 @@ func (s *Server) Restart(ctx context.Context) error {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 		}
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			_ = cmd.Wait()
+			close(exited)
 		}
-		started <- nil
-		_ = cmd.Wait()
-		close(exited)
 	}()
 	if err := <-started; err != nil {
 		return fmt.Errorf("start postgres: %w", err)
@@ -234,64 +241,60 @@ func (s *Server) Restart(ctx context.Context) error {
 	s.cmd = cmd
 	s.exited = exited
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		// Ready only when our own postmaster says so in its pid file: an
-		// answer on the port alone could come from another server.
-		if s.ready(cmd.Process.Pid) {
-			c, err := net.DialTimeout("tcp", s.addr(), 200*time.Millisecond)
-			if err == nil {
-				c.Close()
-				// Accepting TCP is not accepting queries; pg_isready tells.
-				if exec.Command(filepath.Join(s.bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(s.Port)).Run() == nil {
-					return nil
-				}
-			}
-		}
+	waitCtx, cancel := context.WithTimeoutCause(ctx, 30*time.Second, errors.New("postgres did not accept connections within 30s"))
+	defer cancel()
+	err = poll(waitCtx, exited, 50*time.Millisecond, func() bool {
+		// Ready only when our own postmaster says so in its pid file (an
+		// answer on the port alone could come from another server), and
+		// accepting queries, which pg_isready tells.
+		pid, status, err := readPIDFile(data)
+		return err == nil && pid == cmd.Process.Pid && status == "ready" &&
+			exec.Command(filepath.Join(s.bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(s.Port)).Run() == nil
+	})
+	if errors.Is(err, errExited) {
+		return errors.New("postgres exited during start-up (see its log)")
+	}
+	if err != nil {
+		_ = s.Stop()
+	}
+	return err
+}
+
+// errExited is poll's error when the process it waits for exits.
+var errExited = errors.New("exited")
+
+// poll calls ready every interval until it returns true, the process whose
+// exit closes exited is gone, or ctx is done (context.Cause).
+func poll(ctx context.Context, exited <-chan struct{}, interval time.Duration, ready func() bool) error {
+	for !ready() {
 		select {
-		case <-s.exited:
-			return errors.New("postgres exited during start-up (see its log)")
+		case <-exited:
+			return errExited
 		case <-ctx.Done():
-			_ = s.Stop()
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			_ = s.Stop()
-			return errors.New("postgres did not accept connections within 30s")
+			return context.Cause(ctx)
+		case <-time.After(interval):
 		}
 	}
+	return nil
 }
 
-// ready reports whether the postmaster pid file of the cluster names pid and
-// says it accepts connections (PostgreSQL 10 and later say so; the file is
-// written before the server binds its port).
-func (s *Server) ready(pid int) bool {
-	f, err := readPIDFile(filepath.Join(s.Dir, "data"))
-	return err == nil && f.pid == pid && f.status == "ready"
-}
-
-// pidFile is what postmaster.pid holds (PostgreSQL's miscadmin.h,
-// LOCK_FILE_LINE_*).
-type pidFile struct {
-	pid    int
-	status string // "starting", "ready", "stopping", …
-}
-
-func readPIDFile(data string) (pidFile, error) {
+// readPIDFile reads the pid and the status ("starting", "ready", "stopping",
+// …) of the postmaster of the cluster in data from postmaster.pid
+// (PostgreSQL's miscadmin.h, LOCK_FILE_LINE_*). PostgreSQL 10 and later
+// write the status; the file is written before the server binds its port.
+func readPIDFile(data string) (pid int, status string, err error) {
 	b, err := os.ReadFile(filepath.Join(data, "postmaster.pid"))
 	if err != nil {
-		return pidFile{}, err
+		return 0, "", err
 	}
 	lines := strings.Split(string(b), "\n")
-	var f pidFile
-	if f.pid, err = strconv.Atoi(strings.TrimSpace(lines[0])); err != nil {
-		return pidFile{}, fmt.Errorf("postmaster.pid: %w", err)
+	if pid, err = strconv.Atoi(strings.TrimSpace(lines[0])); err != nil {
+		return 0, "", fmt.Errorf("postmaster.pid: %w", err)
 	}
 	if len(lines) > 7 {
-		f.status = strings.TrimSpace(lines[7])
+		status = strings.TrimSpace(lines[7])
 	}
-	return f, nil
+	return pid, status, nil
 }
 
 // allow appends trust lines for TrustCIDRs to pg_hba.conf, once.
@@ -303,43 +306,32 @@ func (s *Server) allow(hba string) error {
 	if err != nil {
 		return err
 	}
-	var add strings.Builder
+	n := len(b)
 	for _, c := range s.opts.TrustCIDRs {
-		line := "host all all " + c + " trust"
-		if !strings.Contains(string(b), line) {
-			add.WriteString(line + "\n")
+		if line := "host all all " + c + " trust"; !bytes.Contains(b, []byte(line)) {
+			b = append(b, line+"\n"...)
 		}
 	}
-	if add.Len() == 0 {
+	if len(b) == n {
 		return nil
 	}
-	f, err := os.OpenFile(hba, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, err = f.WriteString(add.String())
-	return err
+	return os.WriteFile(hba, b, 0o600)
 }
 
-func (s *Server) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
+func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
 // URL returns a connection URL for database name.
 func (s *Server) URL(name string) string {
-	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", s.addr(), name)
+	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", loopback(s.Port), name)
 }
 
 // Stop shuts the server down fast (in-flight transactions are rolled back)
 // and waits for it to exit.
 func (s *Server) Stop() error {
-	if s.cmd == nil || s.cmd.Process == nil {
+	if s.cmd == nil {
 		return nil
 	}
-	select {
-	case <-s.exited:
-		return nil
-	default:
-	}
+	// Once the server has exited, Signal fails and exited is closed.
 	_ = s.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case <-s.exited:

@@ -14,7 +14,6 @@ package pgtest
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -38,10 +37,11 @@ var (
 	baseURL *url.URL
 	// clientURL is where tests connect: baseURL, or the bouncer in front of
 	// it with the statement mode set.
-	clientURL *url.URL
-	bouncer   *pglocal.Bouncer
-	admin     *bun.DB
-	counter   atomic.Int64
+	clientURL     *url.URL
+	bouncer       *pglocal.Bouncer
+	statementMode string // "" without a bouncer
+	admin         *bun.DB
+	counter       atomic.Int64
 	// createMu serialises this process's CREATE DATABASE … TEMPLATE: two at
 	// once from one template fail ("being accessed by other users"). Other
 	// processes have templates of their own.
@@ -96,8 +96,9 @@ func setup(ctx context.Context) error {
 	}
 	clientURL = baseURL
 	if mode := os.Getenv("TEST_PGBOUNCER"); mode != "" {
-		if mode != "simple_protocol" {
-			mode = "exec"
+		statementMode = "exec"
+		if mode == "simple_protocol" {
+			statementMode = mode
 		}
 		bouncer, err = pglocal.StartBouncer(ctx, pglocal.BouncerOptions{Server: baseURL.Host})
 		if err != nil {
@@ -106,10 +107,10 @@ func setup(ctx context.Context) error {
 		raw, _ := bouncer.URL(baseURL.String())
 		clientURL, _ = url.Parse(raw)
 		q := clientURL.Query()
-		q.Set("default_query_exec_mode", mode)
+		q.Set("default_query_exec_mode", statementMode)
 		clientURL.RawQuery = q.Encode()
 	}
-	admin, err = postgres.Open(urlFor("postgres"), postgres.Options{MaxConns: 2})
+	admin, err = postgres.Open(withDB(baseURL, "postgres"), postgres.Options{MaxConns: 2})
 	if err != nil {
 		return err
 	}
@@ -118,11 +119,11 @@ func setup(ctx context.Context) error {
 		return fmt.Errorf("create template database: %w", err)
 	}
 	// Through the pooler when there is one: migrations must work there too.
-	db, err := postgres.Open(clientURLFor(templateDB), postgres.Options{MaxConns: 2})
+	db, err := postgres.Open(withDB(clientURL, templateDB), postgres.Options{MaxConns: 2})
 	if err != nil {
 		return err
 	}
-	_, err = postgres.Migrate(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	_, err = postgres.Migrate(ctx, db, slog.New(slog.DiscardHandler))
 	db.Close()
 	if err != nil {
 		return fmt.Errorf("migrate template: %w", err)
@@ -137,36 +138,21 @@ func setup(ctx context.Context) error {
 	return nil
 }
 
-func urlFor(db string) string {
-	u := *baseURL
-	u.Path = "/" + db
-	return u.String()
+// withDB is u for database db.
+func withDB(u *url.URL, db string) string {
+	c := *u
+	c.Path = "/" + db
+	return c.String()
 }
 
 // Server returns the local cluster, or nil when tests run against
 // TEST_DATABASE_URL (tests that stop the server then skip).
 func Server() *pglocal.Server { return server }
 
-// ThroughPooler reports whether tests connect through PgBouncer
-// (TEST_PGBOUNCER): no protocol-level prepared statements then.
-func ThroughPooler() bool { return bouncer != nil }
-
 // StatementMode is the statement mode tests' handles use through the
 // pooler ("exec" or "simple_protocol"), or "" (pgx's default, prepared
 // statements) without one.
-func StatementMode() string {
-	if bouncer == nil {
-		return ""
-	}
-	return clientURL.Query().Get("default_query_exec_mode")
-}
-
-// clientURLFor is the URL tests use for database db.
-func clientURLFor(db string) string {
-	u := *clientURL
-	u.Path = "/" + db
-	return u.String()
-}
+func StatementMode() string { return statementMode }
 
 // New returns a fresh migrated database for t, dropped when t ends, and its URL.
 func New(t testing.TB) (*bun.DB, string) {
@@ -185,7 +171,7 @@ func NewWith(t testing.TB, opts postgres.Options) (*bun.DB, string) {
 	if err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
-	u := clientURLFor(name)
+	u := withDB(clientURL, name)
 	db, err := postgres.Open(u, opts)
 	if err != nil {
 		t.Fatal(err)

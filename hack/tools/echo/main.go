@@ -56,11 +56,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	if *get != "" {
-		return fetch(ctx, *get, *timeout, stdout)
-	}
-	if *call != "" {
-		return callOnce(ctx, *call, *method, *body, *bearerFile, headers, *timeout, stdout)
+	switch {
+	case *get != "":
+		return request(ctx, http.MethodGet, *get, "", "", nil, true, *timeout, stdout)
+	case *call != "":
+		return request(ctx, *method, *call, *body, *bearerFile, headers, false, *timeout, stdout)
 	}
 	return serve(ctx, *listen, stderr)
 }
@@ -87,56 +87,17 @@ func serve(ctx context.Context, addr string, stderr io.Writer) error {
 	return srv.Shutdown(shutdown)
 }
 
-// fetch retries until timeout, so a probe started alongside its target
-// does not fail on the target's first second.
-func fetch(ctx context.Context, url string, timeout time.Duration, stdout io.Writer) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	client := &http.Client{Timeout: 3 * time.Second}
-	var last error
-	for {
-		body, err := getOnce(ctx, client, url)
-		if err == nil {
-			fmt.Fprint(stdout, body)
-			return nil
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("get %s: %w", url, last)
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-func getOnce(ctx context.Context, client *http.Client, url string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode/100 != 2 {
-		return "", fmt.Errorf("status %s", resp.Status)
-	}
-	return string(b), nil
-}
-
 type headerFlags []string
 
 func (h *headerFlags) String() string     { return fmt.Sprint(*h) }
 func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
 
-// callOnce sends one request, retrying only while the connection fails, and
-// prints the answer, whatever its status.
-func callOnce(ctx context.Context, url, method, body, bearerFile string, headers []string, timeout time.Duration, stdout io.Writer) error {
+// request sends one request and prints the answer, retrying every second
+// until timeout while the connection fails, so that a probe started alongside
+// its target does not fail on the target's first second. With get it prints
+// only the body and retries (and in the end fails) unless the answer is a
+// 2xx; otherwise it prints "status=<code> body=<body>" whatever the status.
+func request(ctx context.Context, method, url, body, bearerFile string, headers []string, get bool, timeout time.Duration, stdout io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: 5 * time.Second}
@@ -145,7 +106,9 @@ func callOnce(ctx context.Context, url, method, body, bearerFile string, headers
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Content-Type", "application/json")
+		if !get {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		for _, h := range headers {
 			k, v, ok := strings.Cut(h, ":")
 			if !ok {
@@ -164,8 +127,15 @@ func callOnce(ctx context.Context, url, method, body, bearerFile string, headers
 		if err == nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 			resp.Body.Close()
-			fmt.Fprintf(stdout, "status=%d body=%s\n", resp.StatusCode, strings.TrimSpace(string(b)))
-			return nil
+			switch {
+			case !get:
+				fmt.Fprintf(stdout, "status=%d body=%s\n", resp.StatusCode, strings.TrimSpace(string(b)))
+				return nil
+			case resp.StatusCode/100 == 2:
+				fmt.Fprint(stdout, string(b))
+				return nil
+			}
+			err = fmt.Errorf("status %s", resp.Status)
 		}
 		select {
 		case <-ctx.Done():

@@ -8,6 +8,7 @@
 package clerkevent
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -48,13 +49,6 @@ type Event struct {
 	Version int64
 }
 
-func (e Event) version(now int64) int64 {
-	if e.Version != 0 {
-		return e.Version
-	}
-	return now
-}
-
 // MustBody is Body for a type known to be valid.
 func (e Event) MustBody() []byte {
 	b, err := e.Body()
@@ -81,25 +75,20 @@ var (
 	lastNames  = []string{"Lovelace", "Hopper", "Turing", "Liskov", "Dijkstra", "Allen", "Thompson", "Perlman"}
 )
 
-// The envelope and object shapes follow Clerk's webhook payloads (fields in
-// Clerk's alphabetical order), so that bodies have a realistic size (~1.7 KB
-// for user.created) and the receiver's lenient decoding is exercised by the
-// fields it does not read.
+// envelope is Clerk's event envelope; its fields, like those of the objects
+// below, are in Clerk's alphabetical order.
 type envelope struct {
 	Data            any             `json:"data"`
-	EventAttributes eventAttributes `json:"event_attributes"`
+	EventAttributes json.RawMessage `json:"event_attributes"`
 	InstanceID      string          `json:"instance_id"`
 	Object          string          `json:"object"`
 	Timestamp       int64           `json:"timestamp"`
 	Type            string          `json:"type"`
 }
 
-type eventAttributes struct {
-	HTTPRequest struct {
-		ClientIP  string `json:"client_ip"`
-		UserAgent string `json:"user_agent"`
-	} `json:"http_request"`
-}
+// eventAttributes are the same for every event: a browser's sign-up request.
+var eventAttributes = json.RawMessage(`{"http_request":{"client_ip":"192.0.2.10","user_agent":` +
+	`"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"}}`)
 
 // User is Clerk's User object: what user.created and user.updated events
 // carry, and what the Backend API answers (the fake Clerk API renders its
@@ -166,27 +155,6 @@ type Verification struct {
 	Strategy string `json:"strategy"`
 }
 
-type deletedUser struct {
-	Deleted bool   `json:"deleted"`
-	ID      string `json:"id"`
-	Object  string `json:"object"`
-}
-
-type session struct {
-	AbandonAt                int64   `json:"abandon_at"`
-	Actor                    any     `json:"actor"`
-	ClientID                 string  `json:"client_id"`
-	CreatedAt                int64   `json:"created_at"`
-	ExpireAt                 int64   `json:"expire_at"`
-	ID                       string  `json:"id"`
-	LastActiveAt             int64   `json:"last_active_at"`
-	LastActiveOrganizationID *string `json:"last_active_organization_id"`
-	Object                   string  `json:"object"`
-	Status                   string  `json:"status"`
-	UpdatedAt                int64   `json:"updated_at"`
-	UserID                   string  `json:"user_id"`
-}
-
 var emptyObject = json.RawMessage(`{}`)
 
 // Body returns the JSON body Clerk would send for e.
@@ -194,27 +162,24 @@ func (e Event) Body() ([]byte, error) {
 	if e.At.IsZero() {
 		e.At = time.Now()
 	}
-	if e.InstanceID == "" {
-		e.InstanceID = "ins_2bCreditgateKitInstance0001"
-	}
 	now := e.At.UnixMilli()
-	env := envelope{InstanceID: e.InstanceID, Object: "event", Timestamp: now, Type: e.Type}
-	env.EventAttributes.HTTPRequest.ClientIP = "192.0.2.10"
-	env.EventAttributes.HTTPRequest.UserAgent = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 " +
-		"(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
+	env := envelope{EventAttributes: eventAttributes, InstanceID: cmp.Or(e.InstanceID, "ins_2bCreditgateKitInstance0001"),
+		Object: "event", Timestamp: now, Type: e.Type}
+	// Objects without a Go type of their own are maps: encoding/json writes
+	// their keys in Clerk's alphabetical order.
 	switch e.Type {
 	case UserCreated:
-		env.Data = NewUser(e, now, e.version(now))
+		env.Data = NewUser(e, now, cmp.Or(e.Version, now))
 	case UserUpdated:
 		// Updated an hour after sign-up, unless Version says when.
-		env.Data = NewUser(e, now-3_600_000, e.version(now))
+		env.Data = NewUser(e, now-3_600_000, cmp.Or(e.Version, now))
 	case UserDeleted:
-		env.Data = deletedUser{Deleted: true, ID: e.UserID, Object: "user"}
+		env.Data = map[string]any{"deleted": true, "id": e.UserID, "object": "user"}
 	case SessionCreated:
-		env.Data = session{
-			AbandonAt: now + 30*24*3_600_000, ClientID: NewID("client"), CreatedAt: now,
-			ExpireAt: now + 7*24*3_600_000, ID: NewID("sess"), LastActiveAt: now,
-			Object: "session", Status: "active", UpdatedAt: now, UserID: e.UserID,
+		env.Data = map[string]any{
+			"abandon_at": now + 30*24*3_600_000, "actor": nil, "client_id": NewID("client"), "created_at": now,
+			"expire_at": now + 7*24*3_600_000, "id": NewID("sess"), "last_active_at": now,
+			"last_active_organization_id": nil, "object": "session", "status": "active", "updated_at": now, "user_id": e.UserID,
 		}
 	default:
 		return nil, fmt.Errorf("unknown event type %q", e.Type)
@@ -231,7 +196,6 @@ func NewUser(e Event, createdAt, updatedAt int64) User {
 	_, _ = f.Write([]byte(e.UserID))
 	h := f.Sum64()
 	first, last := firstNames[h%uint64(len(firstNames))], lastNames[(h/8)%uint64(len(lastNames))]
-	idn := NewID("idn")
 	u := User{
 		CreateOrganizationEnabled: true,
 		CreatedAt:                 createdAt,
@@ -270,6 +234,7 @@ func NewUser(e Event, createdAt, updatedAt int64) User {
 		u.EmailAddresses = append(u.EmailAddresses, address(NewID("idn"), other))
 	}
 	if e.Email != "" {
+		idn := NewID("idn")
 		u.EmailAddresses = append(u.EmailAddresses, address(idn, e.Email))
 		u.PrimaryEmailAddressID = &idn
 	}

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/creditgate/creditgate/pkg/clerk/clerkevent"
 )
 
 // AdminUser is a user as POST /_fake/users takes it.
@@ -62,48 +60,29 @@ func (s *Server) handleAdminAddUsers(w http.ResponseWriter, r *http.Request) {
 	if !decodeAdmin(w, r, &in) {
 		return
 	}
-	now := s.now()
-	users := make([]*User, 0, len(in))
+	users := make([]User, len(in))
 	for i, a := range in {
-		u := User{
-			ID:              a.ID,
-			Email:           a.Email,
-			PublicMetadata:  a.PublicMetadata,
-			PrivateMetadata: a.PrivateMetadata,
-			UnsafeMetadata:  a.UnsafeMetadata,
-		}
+		users[i] = User{ID: a.ID, Email: a.Email,
+			PublicMetadata: a.PublicMetadata, PrivateMetadata: a.PrivateMetadata, UnsafeMetadata: a.UnsafeMetadata}
 		if a.CreatedAt != 0 {
-			u.CreatedAt = time.UnixMilli(a.CreatedAt)
+			users[i].CreatedAt = time.UnixMilli(a.CreatedAt)
 		}
 		if a.UpdatedAt != 0 {
-			u.UpdatedAt = time.UnixMilli(a.UpdatedAt)
+			users[i].UpdatedAt = time.UnixMilli(a.UpdatedAt)
 		}
-		n, err := normaliseUser(u, now)
-		if err != nil {
-			writeAdminError(w, http.StatusBadRequest, "user "+strconv.Itoa(i)+": "+err.Error())
-			return
-		}
-		users = append(users, n)
 	}
-	s.mu.Lock()
-	for _, u := range users {
-		s.users[u.ID] = u
+	if err := s.addUsers(users); err != nil {
+		writeAdminError(w, http.StatusBadRequest, err.Error())
+		return
 	}
-	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]int{"added": len(users)})
 }
 
 // handleAdminListUsers answers every stored user in Clerk's shape, oldest
 // first.
 func (s *Server) handleAdminListUsers(w http.ResponseWriter, _ *http.Request) {
-	s.mu.Lock()
-	all := s.filtered(listQuery{orderField: "created_at"})
-	out := make([]clerkevent.User, 0, len(all))
-	for _, u := range all {
-		out = append(out, render(u))
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, out)
+	all, _ := s.list(listQuery{orderField: "created_at", limit: math.MaxInt})
+	writeJSON(w, http.StatusOK, all)
 }
 
 // handleAdminGetUser answers the stored user in Clerk's shape, private and

@@ -1,7 +1,10 @@
 package clerkfake
 
 import (
+	"cmp"
 	"encoding/json"
+	"errors"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -47,36 +50,25 @@ func parseListQuery(w http.ResponseWriter, v url.Values) (q listQuery, ok bool) 
 			return q, false
 		}
 	}
-	var bad bool
-	intParam := func(name, long string, valid func(int64) bool) (int64, bool) {
-		s := v.Get(name)
-		if s == "" || bad {
-			return 0, false
-		}
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || !valid(n) {
-			writeParamError(w, "form_param_value_invalid", name, long)
-			bad = true
-			return 0, false
-		}
-		return n, true
-	}
-	anyValue := func(int64) bool { return true }
-	if n, ok := intParam("created_at_after", "created_at_after must be unix milliseconds", anyValue); ok {
-		q.createdAfter = &n
-	}
-	if n, ok := intParam("created_at_before", "created_at_before must be unix milliseconds", anyValue); ok {
-		q.createdBefore = &n
-	}
 	q.limit = defaultLimit
-	if n, ok := intParam("limit", "limit must be between 1 and 500", func(n int64) bool { return n >= 1 && n <= maxLimit }); ok {
-		q.limit = int(n)
-	}
-	if n, ok := intParam("offset", "offset must be 0 or more", func(n int64) bool { return n >= 0 }); ok {
-		q.offset = int(n)
-	}
-	if bad {
-		return q, false
+	for _, p := range []struct {
+		name, long string
+		min, max   int64
+		set        func(int64)
+	}{
+		{"created_at_after", "created_at_after must be unix milliseconds", math.MinInt64, math.MaxInt64, func(n int64) { q.createdAfter = &n }},
+		{"created_at_before", "created_at_before must be unix milliseconds", math.MinInt64, math.MaxInt64, func(n int64) { q.createdBefore = &n }},
+		{"limit", "limit must be between 1 and 500", 1, maxLimit, func(n int64) { q.limit = int(n) }},
+		{"offset", "offset must be 0 or more", 0, math.MaxInt64, func(n int64) { q.offset = int(n) }},
+	} {
+		if s := v.Get(p.name); s != "" {
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || n < p.min || n > p.max {
+				writeParamError(w, "form_param_value_invalid", p.name, p.long)
+				return q, false
+			}
+			p.set(n)
+		}
 	}
 	q.userIDs = v["user_id"]
 	q.emails = v["email_address"]
@@ -119,13 +111,15 @@ func (q listQuery) matches(u *User) bool {
 	return true
 }
 
-// filtered returns the users passing q's filters, in q's order, unpaged.
-// s.mu held.
-func (s *Server) filtered(q listQuery) []*User {
-	var out []*User
+// list renders the page of users that q asks for, in q's order, and counts
+// every user passing q's filters.
+func (s *Server) list(q listQuery) (page []clerkevent.User, total int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var all []*User
 	for _, u := range s.users {
 		if q.matches(u) {
-			out = append(out, u)
+			all = append(all, u)
 		}
 	}
 	key := func(u *User) time.Time {
@@ -135,17 +129,18 @@ func (s *Server) filtered(q listQuery) []*User {
 		return u.CreatedAt
 	}
 	// Ties are broken by id so that paging is stable.
-	slices.SortFunc(out, func(a, b *User) int {
-		c := key(a).Compare(key(b))
-		if c == 0 {
-			c = strings.Compare(a.ID, b.ID)
-		}
+	slices.SortFunc(all, func(a, b *User) int {
+		c := cmp.Or(key(a).Compare(key(b)), strings.Compare(a.ID, b.ID))
 		if q.descending {
 			return -c
 		}
 		return c
 	})
-	return out
+	page = []clerkevent.User{}
+	for i := q.offset; i < len(all) && len(page) < q.limit; i++ {
+		page = append(page, render(all[i]))
+	}
+	return page, len(all)
 }
 
 // handleListUsers answers GET /v1/users with a bare JSON array, as Clerk does.
@@ -154,38 +149,26 @@ func (s *Server) filtered(q listQuery) []*User {
 // it does not expect the {"data":[…],"total_count":N} envelope that most other
 // Clerk list endpoints use.
 func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
-	q, ok := parseListQuery(w, r.URL.Query())
-	if !ok {
-		return
+	if q, ok := parseListQuery(w, r.URL.Query()); ok {
+		page, _ := s.list(q)
+		writeJSON(w, http.StatusOK, page)
 	}
-	s.mu.Lock()
-	all := s.filtered(q)
-	page := []clerkevent.User{}
-	for i := q.offset; i < len(all) && len(page) < q.limit; i++ {
-		page = append(page, render(all[i]))
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, page)
 }
 
 // handleCountUsers answers GET /v1/users/count. clerk-sdk-go sends it the
 // list's limit, offset and order_by too; like Clerk, the count ignores them.
 func (s *Server) handleCountUsers(w http.ResponseWriter, r *http.Request) {
-	q, ok := parseListQuery(w, r.URL.Query())
-	if !ok {
-		return
+	if q, ok := parseListQuery(w, r.URL.Query()); ok {
+		_, n := s.list(q)
+		writeJSON(w, http.StatusOK, map[string]any{"object": "total_count", "total_count": n})
 	}
-	s.mu.Lock()
-	n := len(s.filtered(q))
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"object": "total_count", "total_count": n})
 }
 
 // handleGetUser answers GET /v1/users/{id}.
 func (s *Server) handleGetUser(w http.ResponseWriter, r *http.Request) {
 	a, ok := s.rendered(r.PathValue("id"))
 	if !ok {
-		writeUserNotFound(w)
+		writeError(w, http.StatusNotFound, notFound("User not found"))
 		return
 	}
 	writeJSON(w, http.StatusOK, a)
@@ -202,16 +185,9 @@ func (s *Server) rendered(id string) (clerkevent.User, bool) {
 	return render(u), true
 }
 
-// metadataPatch is the body of PATCH /v1/users/{id}/metadata. A field that is
-// absent or null leaves that metadata alone.
-type metadataPatch struct {
-	PublicMetadata  json.RawMessage `json:"public_metadata"`
-	PrivateMetadata json.RawMessage `json:"private_metadata"`
-	UnsafeMetadata  json.RawMessage `json:"unsafe_metadata"`
-}
-
 // handleUpdateMetadata answers PATCH /v1/users/{id}/metadata: a deep merge of
-// each given metadata into the user's, answered with the updated user.
+// each given metadata into the user's, answered with the updated user. A
+// metadata that is absent or null is left alone.
 func (s *Server) handleUpdateMetadata(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	now := s.now()
@@ -224,52 +200,39 @@ func (s *Server) handleUpdateMetadata(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var body metadataPatch
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, "malformed_request", "malformed request",
-			"The request body is not valid JSON: "+err.Error())
-		return
+	var patch struct {
+		Public  map[string]any `json:"public_metadata"`
+		Private map[string]any `json:"private_metadata"`
+		Unsafe  map[string]any `json:"unsafe_metadata"`
 	}
-	patches := make([]map[string]any, 3)
-	for i, f := range []struct {
-		name string
-		raw  json.RawMessage
-	}{
-		{"public_metadata", body.PublicMetadata},
-		{"private_metadata", body.PrivateMetadata},
-		{"unsafe_metadata", body.UnsafeMetadata},
-	} {
-		if len(f.raw) == 0 || string(f.raw) == "null" {
-			continue
-		}
-		if err := json.Unmarshal(f.raw, &patches[i]); err != nil {
-			writeParamError(w, "form_param_format_invalid", f.name, f.name+" must be a JSON object")
+	if err := json.NewDecoder(r.Body).Decode(&patch); err != nil {
+		// A metadata that is not an object, or holds a number out of range.
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			writeParamError(w, "form_param_format_invalid", typeErr.Field, typeErr.Field+" must be a JSON object")
 			return
 		}
+		writeError(w, http.StatusBadRequest, apiErrorItem{Code: "malformed_request", Message: "malformed request",
+			LongMessage: "The request body is not valid JSON: " + err.Error()})
+		return
 	}
 
 	s.mu.Lock()
 	u, ok := s.users[id]
 	var a clerkevent.User
 	if ok {
-		for i, dst := range []map[string]any{u.PublicMetadata, u.PrivateMetadata, u.UnsafeMetadata} {
-			if patches[i] != nil {
-				mergeMetadata(dst, patches[i])
-			}
-		}
+		mergeMetadata(u.PublicMetadata, patch.Public)
+		mergeMetadata(u.PrivateMetadata, patch.Private)
+		mergeMetadata(u.UnsafeMetadata, patch.Unsafe)
 		u.UpdatedAt = toMillis(now)
 		a = render(u)
 	}
 	s.mu.Unlock()
 	if !ok {
-		writeUserNotFound(w)
+		writeError(w, http.StatusNotFound, notFound("User not found"))
 		return
 	}
 	writeJSON(w, http.StatusOK, a)
-}
-
-func writeUserNotFound(w http.ResponseWriter) {
-	writeError(w, http.StatusNotFound, "resource_not_found", "not found", "User not found")
 }
 
 // handleNoEndpoint answers everything the fake does not implement.
@@ -278,5 +241,5 @@ func handleNoEndpoint(w http.ResponseWriter, r *http.Request) {
 	if !strings.HasPrefix(r.URL.Path, "/v1/") {
 		long += " (the Backend API is under /v1: set BackendConfig.URL to <fake base>/v1)"
 	}
-	writeError(w, http.StatusNotFound, "resource_not_found", "not found", long)
+	writeError(w, http.StatusNotFound, notFound(long))
 }

@@ -16,7 +16,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,7 +40,7 @@ type Server struct {
 	mu         sync.Mutex
 	users      map[string]*User // normalised: metadata maps non-nil, times in ms
 	secretKey  string
-	faults     []*faultRule
+	faults     []pendingFault // in the order FailNext added them
 	calls      []Call
 	rateLimit  int
 	ratePer    time.Duration
@@ -108,9 +111,9 @@ type Call struct {
 	At     time.Time // when the request arrived
 }
 
-type faultRule struct {
-	match  string
-	faults []Fault
+type pendingFault struct {
+	match string
+	Fault
 }
 
 // New returns an empty fake: no users, no secret key (any Authorization is
@@ -134,12 +137,19 @@ func (s *Server) AddUser(u User) {
 
 // AddUsers stores every user, as AddUser does.
 func (s *Server) AddUsers(users ...User) {
+	if err := s.addUsers(users); err != nil {
+		panic("clerkfake: " + err.Error())
+	}
+}
+
+// addUsers stores every user, or none when one is invalid.
+func (s *Server) addUsers(users []User) error {
 	now := s.now()
 	stored := make([]*User, 0, len(users))
-	for _, u := range users {
+	for i, u := range users {
 		n, err := normaliseUser(u, now)
 		if err != nil {
-			panic("clerkfake: " + err.Error())
+			return fmt.Errorf("user %d: %w", i, err)
 		}
 		stored = append(stored, n)
 	}
@@ -148,6 +158,7 @@ func (s *Server) AddUsers(users ...User) {
 	for _, u := range stored {
 		s.users[u.ID] = u
 	}
+	return nil
 }
 
 // DeleteUser removes the user; later requests for it are answered 404. It
@@ -168,7 +179,12 @@ func (s *Server) User(id string) (User, bool) {
 	if !ok {
 		return User{}, false
 	}
-	return cloneUser(u), true
+	// Normalising a stored user again copies its metadata deeply.
+	c, err := normaliseUser(*u, u.CreatedAt)
+	if err != nil {
+		panic("clerkfake: stored metadata does not encode: " + err.Error())
+	}
+	return *c, true
 }
 
 // SetSecretKey makes the Backend API require "Authorization: Bearer <k>" and
@@ -186,12 +202,11 @@ func (s *Server) SetSecretKey(k string) {
 // user.List sends. Faults are answered before the secret key is checked, and
 // rules added by earlier calls are consumed first.
 func (s *Server) FailNext(match string, faults ...Fault) {
-	if len(faults) == 0 {
-		return
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults = append(s.faults, &faultRule{match: match, faults: append([]Fault(nil), faults...)})
+	for _, f := range faults {
+		s.faults = append(s.faults, pendingFault{match, f})
+	}
 }
 
 // SetRateLimit allows at most n metadata writes (PATCH /v1/users/{id}/metadata)
@@ -288,14 +303,13 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	authorized := s.authorized(r.Header.Get("Authorization"))
 	s.mu.Unlock()
 
-	rec := newBuffer()
+	rec := httptest.NewRecorder()
 	rec.Header().Set("Clerk-Trace-Id", trace)
 	switch {
 	case faulted:
 		writeFault(rec, fault)
 	case !authorized:
-		writeError(rec, http.StatusUnauthorized, "authentication_invalid", "Invalid authentication",
-			"Unable to authenticate the request, you need to supply an active API key")
+		writeFault(rec, Fault{Status: http.StatusUnauthorized})
 	default:
 		s.api.ServeHTTP(rec, r)
 	}
@@ -306,27 +320,24 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		Path:   r.URL.Path,
 		Query:  r.URL.RawQuery,
 		Body:   body,
-		Status: rec.statusCode(),
+		Status: rec.Code,
 		At:     at,
 	})
 	s.mu.Unlock()
-	rec.flush(w)
+	maps.Copy(w.Header(), rec.Header())
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
 }
 
-// takeFault pops the first pending fault whose rule matches key. s.mu held.
+// takeFault pops the first pending fault whose match matches key. s.mu held.
 func (s *Server) takeFault(key string) (Fault, bool) {
-	for i, rule := range s.faults {
-		if !strings.HasPrefix(key, rule.match) {
-			continue
-		}
-		f := rule.faults[0]
-		rule.faults = rule.faults[1:]
-		if len(rule.faults) == 0 {
-			s.faults = append(s.faults[:i:i], s.faults[i+1:]...)
-		}
-		return f, true
+	i := slices.IndexFunc(s.faults, func(p pendingFault) bool { return strings.HasPrefix(key, p.match) })
+	if i < 0 {
+		return Fault{}, false
 	}
-	return Fault{}, false
+	f := s.faults[i].Fault
+	s.faults = slices.Delete(s.faults, i, i+1)
+	return f, true
 }
 
 // authorized checks the Authorization header against the secret key. s.mu held.
@@ -342,14 +353,8 @@ func (s *Server) allowWrite(id string, now time.Time) (retryAfter time.Duration,
 	if s.rateLimit <= 0 {
 		return 0, true
 	}
-	hits := s.rateHits[id]
 	cutoff := now.Add(-s.ratePer)
-	kept := hits[:0]
-	for _, h := range hits {
-		if h.After(cutoff) {
-			kept = append(kept, h)
-		}
-	}
+	kept := slices.DeleteFunc(s.rateHits[id], func(h time.Time) bool { return !h.After(cutoff) })
 	if len(kept) >= s.rateLimit {
 		s.rateHits[id] = kept
 		s.violations++
@@ -357,45 +362,6 @@ func (s *Server) allowWrite(id string, now time.Time) (retryAfter time.Duration,
 	}
 	s.rateHits[id] = append(kept, now)
 	return 0, true
-}
-
-// buffer is a ResponseWriter that holds the whole response until flush.
-type buffer struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func newBuffer() *buffer { return &buffer{header: make(http.Header)} }
-
-func (b *buffer) Header() http.Header { return b.header }
-
-func (b *buffer) Write(p []byte) (int, error) {
-	if b.status == 0 {
-		b.status = http.StatusOK
-	}
-	return b.body.Write(p)
-}
-
-func (b *buffer) WriteHeader(code int) {
-	if b.status == 0 {
-		b.status = code
-	}
-}
-
-func (b *buffer) statusCode() int {
-	if b.status == 0 {
-		return http.StatusOK
-	}
-	return b.status
-}
-
-func (b *buffer) flush(w http.ResponseWriter) {
-	for k, v := range b.header {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(b.statusCode())
-	_, _ = w.Write(b.body.Bytes())
 }
 
 // writeJSON answers v as JSON with the status.

@@ -24,21 +24,14 @@ type apiErrorItem struct {
 
 // writeError answers a Clerk-shaped error. The trace id is the one serveAPI
 // put in the Clerk-Trace-Id header.
-func writeError(w http.ResponseWriter, status int, code, message, longMessage string) {
-	writeErrorMeta(w, status, apiErrorItem{Code: code, Message: message, LongMessage: longMessage})
-}
-
-func writeErrorMeta(w http.ResponseWriter, status int, item apiErrorItem) {
-	writeJSON(w, status, apiError{
-		Errors:  []apiErrorItem{item},
-		TraceID: w.Header().Get("Clerk-Trace-Id"),
-	})
+func writeError(w http.ResponseWriter, status int, item apiErrorItem) {
+	writeJSON(w, status, apiError{Errors: []apiErrorItem{item}, TraceID: w.Header().Get("Clerk-Trace-Id")})
 }
 
 // writeParamError answers 422 for a bad query or body parameter, as Clerk
 // does for form parameter errors.
 func writeParamError(w http.ResponseWriter, code, param, longMessage string) {
-	writeErrorMeta(w, http.StatusUnprocessableEntity, apiErrorItem{
+	writeError(w, http.StatusUnprocessableEntity, apiErrorItem{
 		Code:        code,
 		Message:     "is invalid",
 		LongMessage: longMessage,
@@ -56,30 +49,35 @@ func writeFault(w http.ResponseWriter, f Fault) {
 	if f.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.FormatInt(ceilSeconds(f.RetryAfter), 10))
 	}
-	code, msg, long := errorText(status)
-	writeError(w, status, code, msg, long)
+	writeError(w, status, errorText(status))
 }
 
-// errorText is Clerk's code and messages for a status, as far as Clerk's
+// errorText is Clerk's error (code and messages) for a status, as far as Clerk's
 // error reference documents them.
-func errorText(status int) (code, message, longMessage string) {
+func errorText(status int) apiErrorItem {
 	switch {
 	case status == http.StatusTooManyRequests:
-		return "too_many_requests", "Too many requests", "Too many requests, retry later"
+		return apiErrorItem{Code: "too_many_requests", Message: "Too many requests", LongMessage: "Too many requests, retry later"}
 	case status == http.StatusUnauthorized:
-		return "authentication_invalid", "Invalid authentication",
-			"Unable to authenticate the request, you need to supply an active API key"
+		return apiErrorItem{Code: "authentication_invalid", Message: "Invalid authentication",
+			LongMessage: "Unable to authenticate the request, you need to supply an active API key"}
 	case status == http.StatusNotFound:
-		return "resource_not_found", "not found", "Resource not found"
+		return notFound("Resource not found")
 	case status >= 500:
-		return "internal_clerk_error", "Oops, an unexpected error occurred",
-			"There was an internal error on our servers. We've been notified and are working on fixing it."
+		return apiErrorItem{Code: "internal_clerk_error", Message: "Oops, an unexpected error occurred",
+			LongMessage: "There was an internal error on our servers. We've been notified and are working on fixing it."}
 	}
 	text := http.StatusText(status)
 	if text == "" {
 		text = "Status " + strconv.Itoa(status)
 	}
-	return strings.ReplaceAll(strings.ToLower(text), " ", "_"), text, text + " (injected by clerkfake)"
+	return apiErrorItem{Code: strings.ReplaceAll(strings.ToLower(text), " ", "_"), Message: text,
+		LongMessage: text + " (injected by clerkfake)"}
+}
+
+// notFound is Clerk's 404 error, with a long message saying what is missing.
+func notFound(longMessage string) apiErrorItem {
+	return apiErrorItem{Code: "resource_not_found", Message: "not found", LongMessage: longMessage}
 }
 
 // ceilSeconds is d in whole seconds, rounded up, at least 1.

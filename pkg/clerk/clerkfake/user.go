@@ -25,11 +25,8 @@ func render(u *User) clerkevent.User {
 }
 
 // rawJSON encodes stored metadata, which normaliseUser and mergeMetadata keep
-// to what JSON decoding gives (so encoding cannot fail), never nil.
+// to what JSON decoding gives (so encoding cannot fail) and never nil.
 func rawJSON(m map[string]any) json.RawMessage {
-	if m == nil {
-		m = map[string]any{}
-	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		panic(fmt.Sprintf("clerkfake: stored metadata does not encode: %v", err))
@@ -86,43 +83,12 @@ func normaliseMap(m map[string]any) (map[string]any, error) {
 	return out, nil
 }
 
-func cloneUser(u *User) User {
-	c := *u
-	c.PublicMetadata = cloneMap(u.PublicMetadata)
-	c.PrivateMetadata = cloneMap(u.PrivateMetadata)
-	c.UnsafeMetadata = cloneMap(u.UnsafeMetadata)
-	return c
-}
-
-// cloneMap deep-copies a JSON object; never returns nil.
-func cloneMap(m map[string]any) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = cloneValue(v)
-	}
-	return out
-}
-
-func cloneValue(v any) any {
-	switch v := v.(type) {
-	case map[string]any:
-		return cloneMap(v)
-	case []any:
-		out := make([]any, len(v))
-		for i, e := range v {
-			out[i] = cloneValue(e)
-		}
-		return out
-	default:
-		return v
-	}
-}
-
 // mergeMetadata merges patch into dst the way Clerk's "update metadata"
 // endpoint does: objects are merged key by key at every depth, a key whose
 // new value is null is removed, and any other value (arrays included)
 // replaces the old one. Nulls inside a new object that has nothing to merge
 // with are dropped too, since they would have removed a key that is not there.
+// Arrays and scalars of patch are stored as they are: patch is handed over.
 func mergeMetadata(dst, patch map[string]any) {
 	for k, pv := range patch {
 		switch pv := pv.(type) {
@@ -136,7 +102,7 @@ func mergeMetadata(dst, patch map[string]any) {
 			mergeMetadata(sub, pv)
 			dst[k] = sub
 		default:
-			dst[k] = cloneValue(pv)
+			dst[k] = pv
 		}
 	}
 }

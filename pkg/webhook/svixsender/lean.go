@@ -2,6 +2,7 @@ package svixsender
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +23,6 @@ import (
 // It speaks plain http:// only and reconnects after Connection: close or any
 // error.
 type LeanConn struct {
-	s       *Sender
 	addr    string // host:port to dial
 	host    string // the Host header
 	path    string // path and query
@@ -30,16 +30,6 @@ type LeanConn struct {
 	conn    net.Conn
 	br      *bufio.Reader
 	buf     []byte
-}
-
-// NewLeanConn returns a LeanConn to the sender's URL (plain http:// only)
-// whose Send signs like the sender.
-func (s *Sender) NewLeanConn() (*LeanConn, error) {
-	l, err := DialLean(s.url, s.opts.Timeout)
-	if l != nil {
-		l.s = s
-	}
-	return l, err
 }
 
 // DialLean returns a LeanConn to the host of rawURL (plain http:// only),
@@ -52,10 +42,7 @@ func DialLean(rawURL string, timeout time.Duration) (*LeanConn, error) {
 	if u.Scheme != "http" {
 		return nil, fmt.Errorf("a lean connection speaks plain http:// only, not %s://", u.Scheme)
 	}
-	addr := u.Host
-	if u.Port() == "" {
-		addr = net.JoinHostPort(u.Hostname(), "80")
-	}
+	addr := net.JoinHostPort(u.Hostname(), cmp.Or(u.Port(), "80"))
 	return &LeanConn{addr: addr, host: u.Host, path: u.RequestURI(), timeout: timeout}, nil
 }
 
@@ -67,19 +54,18 @@ func (l *LeanConn) Close() {
 	}
 }
 
-// Send makes one signed delivery attempt of m to the sender's URL, like
-// Sender.Send; keepBody keeps up to 64 KiB of the answer.
-func (l *LeanConn) Send(ctx context.Context, m Message, keepBody bool) Attempt {
-	h, err := l.s.Headers(m, l.s.Now())
+// sendLean is Send over l, a LeanConn to the sender's URL.
+func (s *Sender) sendLean(ctx context.Context, l *LeanConn, m Message) Attempt {
+	h, err := s.Headers(m, time.Now())
 	if err != nil {
 		return Attempt{Err: err}
 	}
-	a := l.Do(ctx, http.MethodPost, l.path, h, m.Body, keepBody)
-	l.s.attempts.Add(1)
+	a := l.Do(ctx, http.MethodPost, l.path, h, m.Body, true)
+	s.attempts.Add(1)
 	if a.Err != nil {
-		l.s.transportErrs.Add(1)
+		s.transportErrs.Add(1)
 	}
-	l.s.count(a)
+	s.count(a)
 	return a
 }
 
@@ -126,12 +112,7 @@ func (l *LeanConn) roundTrip(ctx context.Context, req []byte, keepBody bool) (a 
 		if err != nil {
 			return Attempt{Err: err}, false
 		}
-		l.conn = c
-		if l.br == nil {
-			l.br = bufio.NewReaderSize(c, 4096)
-		} else {
-			l.br.Reset(c)
-		}
+		l.conn, l.br = c, bufio.NewReader(c)
 	}
 	if err := l.conn.SetDeadline(time.Now().Add(l.timeout)); err != nil {
 		return Attempt{Err: err}, false
@@ -146,17 +127,6 @@ func (l *LeanConn) roundTrip(ctx context.Context, req []byte, keepBody bool) (a 
 		}
 		return Attempt{Err: fmt.Errorf("read response: %w", err)}, false
 	}
-	a.Status, a.Header = resp.StatusCode, resp.Header
-	if keepBody {
-		a.Body, err = io.ReadAll(io.LimitReader(resp.Body, maxKeptBody))
-	}
-	if err == nil {
-		_, err = io.Copy(io.Discard, resp.Body)
-	}
-	resp.Body.Close()
-	if err != nil {
-		a.Err = fmt.Errorf("read response: %w", err)
-		return a, false
-	}
-	return a, !resp.Close
+	a = readAnswer(resp, keepBody)
+	return a, a.Err == nil && !resp.Close
 }

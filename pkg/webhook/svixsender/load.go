@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,8 +26,6 @@ type Generator struct {
 	User, Email string
 	// SvixID, when set, is reused by every message: redeliveries of one message.
 	SvixID string
-	// Now is when each event is emitted; nil means time.Now.
-	Now func() time.Time
 }
 
 // Message makes a message of the run.
@@ -41,92 +39,57 @@ func (g *Generator) Message() (Message, error) {
 	if id == "" {
 		id = clerkevent.NewID("msg")
 	}
-	now := time.Now
-	if g.Now != nil {
-		now = g.Now
-	}
-	body, err := clerkevent.Event{Type: g.EventType, UserID: user, Email: email, InstanceID: g.InstanceID, At: now()}.Body()
+	body, err := clerkevent.Event{Type: g.EventType, UserID: user, Email: email, InstanceID: g.InstanceID}.Body()
 	if err != nil {
 		return Message{}, err
 	}
 	return Message{ID: id, Type: g.EventType, UserID: user, Body: body}, nil
 }
 
-// stats accumulates the attempts of one worker; merge combines workers'.
-type stats struct {
-	latencies []time.Duration
-	status    map[int]int
+// LoadResult is a finished (or interrupted) load run.
+type LoadResult struct {
+	requested, concurrency int
+	unique                 bool
+	// elapsed is the run's wall time; cpu, this process's user+system CPU
+	// time during it.
+	elapsed, cpu time.Duration
+	latencies    []time.Duration
+	status       map[int]int
 	// sample keeps the first response body of each non-2xx status.
 	sample map[int]string
 	errors map[string]int
 }
 
-func newStats(capacity int) *stats {
-	return &stats{
-		latencies: make([]time.Duration, 0, capacity),
-		status:    map[int]int{},
-		sample:    map[int]string{},
-		errors:    map[string]int{},
-	}
-}
-
-func (s *stats) add(a Attempt) {
-	s.latencies = append(s.latencies, a.Latency)
+// add records an attempt.
+func (r *LoadResult) add(a Attempt) {
+	r.latencies = append(r.latencies, a.Latency)
 	if a.Err != nil {
 		// Bound the distinct messages kept: a dead target repeats one error.
-		if _, ok := s.errors[a.Err.Error()]; ok || len(s.errors) < 10 {
-			s.errors[a.Err.Error()]++
+		if _, ok := r.errors[a.Err.Error()]; ok || len(r.errors) < 10 {
+			r.errors[a.Err.Error()]++
 		} else {
-			s.errors["(other errors)"]++
+			r.errors["(other errors)"]++
 		}
 		return
 	}
-	s.status[a.Status]++
-	if !a.OK() {
-		if _, ok := s.sample[a.Status]; !ok {
-			s.sample[a.Status] = strings.TrimSpace(string(a.Body))
-		}
-	}
-}
-
-func (s *stats) merge(o *stats) {
-	s.latencies = append(s.latencies, o.latencies...)
-	for k, v := range o.status {
-		s.status[k] += v
-	}
-	for k, v := range o.sample {
-		if _, ok := s.sample[k]; !ok {
-			s.sample[k] = v
-		}
-	}
-	for k, v := range o.errors {
-		s.errors[k] += v
+	r.status[a.Status]++
+	if _, ok := r.sample[a.Status]; !ok && !a.OK() {
+		r.sample[a.Status] = strings.TrimSpace(string(a.Body))
 	}
 }
 
 // Failed counts attempts that Svix would retry or give up on.
-func (s *stats) Failed() int {
+func (r LoadResult) Failed() int {
 	n := 0
-	for _, v := range s.errors {
+	for _, v := range r.errors {
 		n += v
 	}
-	for code, v := range s.status {
+	for code, v := range r.status {
 		if code < 200 || code >= 300 {
 			n += v
 		}
 	}
 	return n
-}
-
-// LoadResult is a finished (or interrupted) load run.
-type LoadResult struct {
-	*stats
-	requested   int
-	concurrency int
-	unique      bool
-	elapsed     time.Duration
-	// cpu is this process's user+system CPU time during the run.
-	cpu time.Duration
 }
 
 // Load sends n messages from c concurrent workers, each waiting for its
@@ -136,75 +99,64 @@ type LoadResult struct {
 // run the sender spends its CPU on signing and HTTP only (a benchmark's
 // load generator shares the machine with what it measures).
 func Load(ctx context.Context, s *Sender, g *Generator, n, c int, pregenerate bool) (LoadResult, error) {
-	var pre []Message
+	res := LoadResult{requested: n, concurrency: c, unique: g.Unique,
+		latencies: make([]time.Duration, 0, n), status: map[int]int{}, sample: map[int]string{}, errors: map[string]int{}}
+	message := func(int) (Message, error) { return g.Message() }
 	if pregenerate {
-		pre = make([]Message, n)
+		pre := make([]Message, n)
 		for i := range pre {
-			m, err := g.Message()
-			if err != nil {
-				return LoadResult{stats: newStats(0), requested: n, concurrency: c, unique: g.Unique}, err
+			var err error
+			if pre[i], err = g.Message(); err != nil {
+				return res, err
 			}
-			pre[i] = m
+		}
+		message = func(i int) (Message, error) {
+			m := pre[i]
+			pre[i] = Message{} // sent: let it be collected
+			return m, nil
 		}
 	}
 	var next atomic.Int64
 	var genErr atomic.Pointer[error]
-	all := newStats(n)
-	var mu sync.Mutex
+	var mu sync.Mutex // guards res.add
 	var wg sync.WaitGroup
 	cpu0 := cpuTime()
 	start := time.Now()
 	for range c {
 		wg.Go(func() {
-			send := func(ctx context.Context, m Message, _ bool) Attempt { return s.Send(ctx, m) }
+			send := s.Send
 			if s.opts.Lean {
-				lc, err := s.NewLeanConn()
+				lc, err := DialLean(s.url, s.opts.Timeout)
 				if err != nil {
 					genErr.CompareAndSwap(nil, &err)
 					return
 				}
 				defer lc.Close()
-				send = lc.Send
+				send = func(ctx context.Context, m Message) Attempt { return s.sendLean(ctx, lc, m) }
 			}
-			st := newStats(n/c + 1)
-			defer func() {
-				mu.Lock()
-				all.merge(st)
-				mu.Unlock()
-			}()
 			for ctx.Err() == nil && genErr.Load() == nil {
 				i := int(next.Add(1) - 1)
 				if i >= n {
 					return
 				}
-				var m Message
-				if pre != nil {
-					m, pre[i] = pre[i], Message{}
-				} else {
-					var err error
-					if m, err = g.Message(); err != nil {
-						genErr.CompareAndSwap(nil, &err)
-						return
-					}
+				m, err := message(i)
+				if err != nil {
+					genErr.CompareAndSwap(nil, &err)
+					return
 				}
-				a := send(ctx, m, true)
+				a := send(ctx, m)
 				if ctx.Err() != nil {
 					// Interrupted: the attempt did not really fail.
 					return
 				}
-				// Keep only what a failure report needs.
-				if a.OK() {
-					a.Body = nil
-				}
-				st.add(a)
+				mu.Lock()
+				res.add(a)
+				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	res := LoadResult{
-		stats: all, requested: n, concurrency: c, unique: g.Unique,
-		elapsed: time.Since(start), cpu: cpuTime() - cpu0,
-	}
+	res.elapsed, res.cpu = time.Since(start), cpuTime()-cpu0
 	if p := genErr.Load(); p != nil {
 		return res, *p
 	}
@@ -214,9 +166,7 @@ func Load(ctx context.Context, s *Sender, g *Generator, n, c int, pregenerate bo
 // cpuTime is this process's user+system CPU time so far.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru) // on error, ru stays zero
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
@@ -243,11 +193,10 @@ func (r LoadResult) Statuses() map[int]int { return r.status }
 // Elapsed is the run's wall time.
 func (r LoadResult) Elapsed() time.Duration { return r.elapsed }
 
-// Print writes the summary as "name: value" lines, stable for scripts
-// (for scripts) and readable for people.
+// Print writes the summary as "name: value" lines, stable for scripts and
+// readable for people.
 func (r LoadResult) Print(w io.Writer) {
-	lat := slices.Clone(r.latencies)
-	slices.Sort(lat)
+	lat := slices.Sorted(slices.Values(r.latencies))
 	sent := len(lat)
 	fmt.Fprintf(w, "events: %d\n", sent)
 	if sent < r.requested {
@@ -261,11 +210,7 @@ func (r LoadResult) Print(w io.Writer) {
 		rate = float64(sent) / r.elapsed.Seconds()
 	}
 	fmt.Fprintf(w, "throughput_per_s: %.1f\n", rate)
-	codes := make([]int, 0, len(r.status))
-	for code := range r.status {
-		codes = append(codes, code)
-	}
-	sort.Ints(codes)
+	codes := slices.Sorted(maps.Keys(r.status))
 	for _, code := range codes {
 		fmt.Fprintf(w, "status_%d: %d\n", code, r.status[code])
 	}
@@ -282,12 +227,7 @@ func (r LoadResult) Print(w io.Writer) {
 			fmt.Fprintf(w, "first_body_%d: %s\n", code, body)
 		}
 	}
-	errs := make([]string, 0, len(r.errors))
-	for e := range r.errors {
-		errs = append(errs, e)
-	}
-	sort.Strings(errs)
-	for _, e := range errs {
+	for _, e := range slices.Sorted(maps.Keys(r.errors)) {
 		fmt.Fprintf(w, "error: %s (x%d)\n", e, r.errors[e])
 	}
 }

@@ -8,9 +8,11 @@ package svixsender
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -24,10 +26,8 @@ import (
 // maxKeptBody bounds how much of a response body is kept.
 const maxKeptBody = 64 << 10
 
-// Schedule is Svix's retry schedule after the first attempt.
-var Schedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour}
-
-// CompressedSchedule is Schedule scaled down for a test run.
+// CompressedSchedule is Svix's retry schedule after the first attempt (5 s,
+// 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) scaled down for a test run.
 var CompressedSchedule = []time.Duration{
 	200 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 15 * time.Second, 30 * time.Second,
 }
@@ -71,7 +71,7 @@ type Options struct {
 	Schedule []time.Duration
 	// Lean makes Load's workers drive their own connections (LeanConn).
 	Lean bool
-	// UserAgent is sent with every attempt; empty means "svixsender".
+	// UserAgent is sent with every attempt; empty means "svixsender (creditgate)".
 	UserAgent string
 }
 
@@ -81,8 +81,6 @@ type Sender struct {
 	wh     *svix.Webhook
 	client *http.Client
 	opts   Options
-	// Now is the clock attempts are signed with.
-	Now func() time.Time
 
 	attempts, non2xx, transportErrs atomic.Int64
 	mu                              sync.Mutex
@@ -102,21 +100,18 @@ func New(url, secret string, o Options) (*Sender, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 15 * time.Second
 	}
-	if o.UserAgent == "" {
-		o.UserAgent = "svixsender (creditgate)"
-	}
+	o.UserAgent = cmp.Or(o.UserAgent, "svixsender (creditgate)")
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          o.Conns,
-		MaxIdleConnsPerHost:   o.Conns,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   5 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        o.Conns,
+		MaxIdleConnsPerHost: o.Conns,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 5 * time.Second,
+		DisableCompression:  true,
 	}
 	return &Sender{
-		url: url, wh: wh, opts: o, Now: time.Now, statuses: map[int]int{},
+		url: url, wh: wh, opts: o, statuses: map[int]int{},
 		client: &http.Client{
 			Transport: tr,
 			Timeout:   o.Timeout,
@@ -125,9 +120,6 @@ func New(url, secret string, o Options) (*Sender, error) {
 		},
 	}, nil
 }
-
-// URL is where the sender delivers.
-func (s *Sender) URL() string { return s.url }
 
 // Headers returns the Svix headers for m signed at t.
 func (s *Sender) Headers(m Message, t time.Time) (http.Header, error) {
@@ -163,7 +155,7 @@ func headers(wh *svix.Webhook, m Message, t time.Time) (http.Header, error) {
 
 // Send makes one attempt of m, signed now.
 func (s *Sender) Send(ctx context.Context, m Message) Attempt {
-	return s.Post(ctx, m, s.Now(), nil)
+	return s.Post(ctx, m, time.Now(), nil)
 }
 
 // Post makes one attempt of m signed at signedAt; mutate, if set, changes
@@ -188,17 +180,27 @@ func (s *Sender) Post(ctx context.Context, m Message, signedAt time.Time, mutate
 		s.transportErrs.Add(1)
 		return Attempt{Err: err, Latency: time.Since(start)}
 	}
+	a := readAnswer(resp, true)
+	a.Latency = time.Since(start)
+	s.count(a)
+	return a
+}
+
+// readAnswer reads and closes resp, keeping up to maxKeptBody of its body
+// if keepBody.
+func readAnswer(resp *http.Response, keepBody bool) Attempt {
 	a := Attempt{Status: resp.StatusCode, Header: resp.Header}
-	a.Body, err = io.ReadAll(io.LimitReader(resp.Body, maxKeptBody))
+	var err error
+	if keepBody {
+		a.Body, err = io.ReadAll(io.LimitReader(resp.Body, maxKeptBody))
+	}
 	if err == nil {
 		_, err = io.Copy(io.Discard, resp.Body)
 	}
 	resp.Body.Close()
-	a.Latency = time.Since(start)
 	if err != nil {
 		a.Err = fmt.Errorf("read response: %w", err)
 	}
-	s.count(a)
 	return a
 }
 
@@ -230,28 +232,24 @@ func (s *Sender) Deliver(ctx context.Context, m Message) Attempt {
 	}
 }
 
-// DeliverAll delivers every message from concurrency workers and returns a
+// DeliverAll delivers every message, concurrency at a time, and returns a
 // line for each that never got a 2xx.
 func (s *Sender) DeliverAll(ctx context.Context, msgs []Message, concurrency int) []string {
-	work := make(chan Message)
+	sem := make(chan struct{}, concurrency)
 	var mu sync.Mutex
 	var failed []string
 	var wg sync.WaitGroup
-	for range concurrency {
+	for _, m := range msgs {
+		sem <- struct{}{}
 		wg.Go(func() {
-			for m := range work {
-				if a := s.Deliver(ctx, m); !a.OK() {
-					mu.Lock()
-					failed = append(failed, fmt.Sprintf("%s: %d %v %s", m.ID, a.Status, a.Err, a.Body))
-					mu.Unlock()
-				}
+			defer func() { <-sem }()
+			if a := s.Deliver(ctx, m); !a.OK() {
+				mu.Lock()
+				failed = append(failed, fmt.Sprintf("%s: %d %v %s", m.ID, a.Status, a.Err, a.Body))
+				mu.Unlock()
 			}
 		})
 	}
-	for _, m := range msgs {
-		work <- m
-	}
-	close(work)
 	wg.Wait()
 	return failed
 }
@@ -266,10 +264,6 @@ type Counts struct {
 // other than 2xx, how many got no answer, and the answers by status.
 func (s *Sender) Counts() Counts {
 	s.mu.Lock()
-	st := make(map[int]int, len(s.statuses))
-	for k, v := range s.statuses {
-		st[k] = v
-	}
-	s.mu.Unlock()
-	return Counts{Attempts: s.attempts.Load(), Non2xx: s.non2xx.Load(), TransportErrors: s.transportErrs.Load(), Statuses: st}
+	defer s.mu.Unlock()
+	return Counts{Attempts: s.attempts.Load(), Non2xx: s.non2xx.Load(), TransportErrors: s.transportErrs.Load(), Statuses: maps.Clone(s.statuses)}
 }

@@ -3,6 +3,7 @@ package svixsender
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -130,5 +131,42 @@ func BenchmarkMessage(b *testing.B) {
 		if _, err := s.Headers(m, time.Now()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestDeliverAll: every message is delivered, at most concurrency at a time,
+// and only those that never got a 2xx are reported.
+func TestDeliverAll(t *testing.T) {
+	t.Parallel()
+	var inFlight, most atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m; m = most.Load() {
+			if most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+		if r.Header.Get("svix-id") == "msg_bad" {
+			w.Header().Set("webhook-delivery", "abort-message")
+			w.WriteHeader(http.StatusBadRequest)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	s, err := New(srv.URL, testSecret, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []Message{{ID: "msg_bad", Body: []byte(`{}`)}}
+	for i := range 20 {
+		msgs = append(msgs, Message{ID: fmt.Sprintf("msg_%d", i), Body: []byte(`{}`)})
+	}
+	failed := s.DeliverAll(context.Background(), msgs, 3)
+	if len(failed) != 1 || !strings.HasPrefix(failed[0], "msg_bad: 400 ") {
+		t.Errorf("failed = %q, want only msg_bad", failed)
+	}
+	if c := s.Counts(); c.Attempts != 21 || most.Load() > 3 {
+		t.Errorf("%d attempts, at most %d at a time; want 21, at most 3", c.Attempts, most.Load())
 	}
 }
