@@ -319,6 +319,9 @@ func (b *bench) rows(ctx context.Context, svc *service, name string, clients, wa
 		if err != nil {
 			return nil, err
 		}
+		if err := topStatements(ctx, b.db, filepath.Join(b.dir, "statements-"+tag+"-"+mode+".txt")); err != nil {
+			return nil, err
+		}
 		r.Name, r.Clients, r.mode, r.What = name, clients, mode, pgbenchRun[mode]
 		rs = append(rs, r)
 	}
