@@ -140,6 +140,9 @@ func listener(port int) string {
 			}
 		}
 	}
+	if len(inodes) == 0 {
+		return ""
+	}
 	for _, p := range processes() {
 		fds := "/proc/" + strconv.Itoa(p.pid) + "/fd/"
 		ents, _ := os.ReadDir(fds)

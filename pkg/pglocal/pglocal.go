@@ -306,16 +306,23 @@ func (s *Server) allow(hba string) error {
 	if err != nil {
 		return err
 	}
-	n := len(b)
+	var add []byte
 	for _, c := range s.opts.TrustCIDRs {
-		if line := "host all all " + c + " trust"; !bytes.Contains(b, []byte(line)) {
-			b = append(b, line+"\n"...)
+		if line := "host all all " + c + " trust"; !bytes.Contains(b, []byte(line)) && !bytes.Contains(add, []byte(line)) {
+			add = append(add, line+"\n"...)
 		}
 	}
-	if len(b) == n {
+	if len(add) == 0 {
 		return nil
 	}
-	return os.WriteFile(hba, b, 0o600)
+	// Appended, never rewritten: an interrupted write cannot lose the
+	// file's own lines.
+	f, err := os.OpenFile(hba, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(add)
+	return errors.Join(err, f.Close())
 }
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }

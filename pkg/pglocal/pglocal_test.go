@@ -98,3 +98,27 @@ func TestStopLeftoverReusedPID(t *testing.T) {
 		t.Errorf("stale pid file kept: %v", err)
 	}
 }
+
+// TestAllowAppendsOnce: the trust lines are appended after the file's own
+// lines, each once, however often allow runs (Restart runs it again).
+func TestAllowAppendsOnce(t *testing.T) {
+	hba := filepath.Join(t.TempDir(), "pg_hba.conf")
+	own := "local all all trust\n"
+	if err := os.WriteFile(hba, []byte(own), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{opts: Options{TrustCIDRs: []string{"10.244.0.0/16", "192.0.2.1/32", "10.244.0.0/16"}}}
+	for range 2 {
+		if err := s.allow(hba); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(hba)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := own + "host all all 10.244.0.0/16 trust\nhost all all 192.0.2.1/32 trust\n"
+	if string(got) != want {
+		t.Errorf("pg_hba.conf:\n%s\nwant:\n%s", got, want)
+	}
+}

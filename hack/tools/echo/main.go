@@ -125,17 +125,20 @@ func request(ctx context.Context, method, url, body, bearerFile string, headers 
 		}
 		resp, err := client.Do(req)
 		if err == nil {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			b, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 			resp.Body.Close()
 			switch {
+			case get && rerr != nil:
+				err = fmt.Errorf("read body: %w", rerr)
 			case !get:
 				fmt.Fprintf(stdout, "status=%d body=%s\n", resp.StatusCode, strings.TrimSpace(string(b)))
 				return nil
 			case resp.StatusCode/100 == 2:
 				fmt.Fprint(stdout, string(b))
 				return nil
+			default:
+				err = fmt.Errorf("status %s", resp.Status)
 			}
-			err = fmt.Errorf("status %s", resp.Status)
 		}
 		select {
 		case <-ctx.Done():
