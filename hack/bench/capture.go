@@ -14,15 +14,12 @@ import (
 )
 
 // capture records, while on, every statement pgx sends (BEGIN and COMMIT
-// included) with its arguments, so that the benchmark hands pgbench the very
-// SQL the service runs, taken from the Go code that sends it rather than
-// from a server log.
+// included) with its arguments: pgbench gets the very SQL the service runs.
 type capture struct {
-	mu      sync.Mutex
-	on      bool
-	stmts   []captured
-	trip    int
-	lastEnd bool
+	mu          sync.Mutex
+	on, lastEnd bool
+	stmts       []captured
+	trip        int
 }
 
 // captured is one statement, and the trip it went in: statements that
@@ -41,10 +38,15 @@ func (c *capture) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQ
 	}
 	// pgx takes its options from the head of the arguments.
 	args := d.Args
-	for len(args) > 0 && isOption(args[0]) {
-		args = args[1:]
+	for len(args) > 0 {
+		switch args[0].(type) {
+		case pgx.QueryExecMode, pgx.QueryResultFormats, pgx.QueryResultFormatsByOID, pgx.QueryRewriter:
+			args = args[1:]
+			continue
+		}
+		break
 	}
-	if c.lastEnd || len(c.stmts) == 0 {
+	if c.lastEnd || c.trip == 0 {
 		c.trip++
 	}
 	c.lastEnd = false
@@ -52,24 +54,16 @@ func (c *capture) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQ
 	return ctx
 }
 
-func isOption(arg any) bool {
-	switch arg.(type) {
-	case pgx.QueryExecMode, pgx.QueryResultFormats, pgx.QueryResultFormatsByOID, pgx.QueryRewriter:
-		return true
-	}
-	return false
-}
-
 func (c *capture) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.lastEnd = true
+	c.mu.Unlock()
 }
 
 // record runs op with capturing on and returns what it sent.
 func (c *capture) record(op func() error) ([]captured, error) {
 	c.mu.Lock()
-	c.on, c.stmts = true, nil
+	c.on, c.stmts, c.trip = true, nil, 0
 	c.mu.Unlock()
 	err := op()
 	c.mu.Lock()
@@ -78,13 +72,8 @@ func (c *capture) record(op func() error) ([]captured, error) {
 	return c.stmts, err
 }
 
-// trips is how many round trips the statements took.
-func trips(stmts []captured) int {
-	if len(stmts) == 0 {
-		return 0
-	}
-	return stmts[len(stmts)-1].trip - stmts[0].trip + 1
-}
+// trips is how many round trips the statements record returned took.
+func trips(stmts []captured) int { return stmts[len(stmts)-1].trip }
 
 // marker is a value of the captured operation that varies per operation: it
 // becomes a pgbench variable.
@@ -99,23 +88,58 @@ var param = regexp.MustCompile(`\$(\d+)`)
 
 // pgbenchScript turns the captured statements into a pgbench script: each
 // bound parameter becomes a literal of its value, except the markers, which
-// become pgbench variables (text around them joined with ||). pgbench -M
-// prepared turns the variables back into parameters. With pipelines, the
-// statements the service sent together are sent together (\startpipeline,
-// for -M prepared or extended). It fails if a marker never appears or its
-// value is left in the SQL.
+// become pgbench variables (-M prepared makes them parameters again). With
+// pipelines, what the service sent together is sent together. It fails if a
+// marker never appears or its value is left in the SQL.
 func pgbenchScript(stmts []captured, header string, markers []*marker, pipelines bool) (string, error) {
+	var texts []string
+	for _, m := range markers {
+		if m.hits = 0; m.text {
+			texts = append(texts, regexp.QuoteMeta(m.value))
+		}
+	}
+	inText := regexp.MustCompile(strings.Join(texts, "|"))
+	find := func(value string, text bool) *marker {
+		for _, m := range markers {
+			if m.value == value && m.text == text {
+				m.hits++
+				return m
+			}
+		}
+		return nil
+	}
+	substitute := func(a any) string {
+		if v, ok := a.(driver.Valuer); ok {
+			a, _ = v.Value()
+		}
+		switch v := a.(type) {
+		case nil:
+			return "NULL"
+		case int, int32, int64:
+			if m := find(fmt.Sprint(v), false); m != nil {
+				return m.expr
+			}
+			return fmt.Sprint(v)
+		case bool:
+			return strconv.FormatBool(v)
+		case []byte:
+			return fmt.Sprintf(`'\x%x'`, v)
+		case time.Time:
+			// Typed: its colons make protectColons split it into text pieces.
+			return quote(v.Format(time.RFC3339Nano)) + "::timestamptz"
+		case string:
+			if texts == nil {
+				return quote(v)
+			}
+			return concat(v, inText, quote, func(value string) string { return find(value, true).expr })
+		}
+		return quote(fmt.Sprint(a))
+	}
 	var b strings.Builder
 	b.WriteString(header)
-	for _, m := range markers {
-		m.hits = 0
-	}
-	size := map[int]int{}
-	for _, st := range stmts {
-		size[st.trip]++
-	}
 	for i, st := range stmts {
-		if pipelines && size[st.trip] > 1 && (i == 0 || stmts[i-1].trip != st.trip) {
+		pipeline := pipelines && (i > 0 && stmts[i-1].trip == st.trip || i+1 < len(stmts) && stmts[i+1].trip == st.trip)
+		if pipeline && (i == 0 || stmts[i-1].trip != st.trip) {
 			b.WriteString("\\startpipeline\n")
 		}
 		var err error
@@ -125,15 +149,14 @@ func pgbenchScript(stmts []captured, header string, markers []*marker, pipelines
 				err = fmt.Errorf("capture: %s without its argument in %q", p, st.sql)
 				return p
 			}
-			return substitute(st.args[n-1], markers)
+			return substitute(st.args[n-1])
 		})
 		if err != nil {
 			return "", err
 		}
 		// pgbench reads a statement up to its semicolon; newlines are fine.
-		b.WriteString(strings.TrimSpace(protectColons(q)))
-		b.WriteString(";\n")
-		if pipelines && size[st.trip] > 1 && (i == len(stmts)-1 || stmts[i+1].trip != st.trip) {
+		b.WriteString(strings.TrimSpace(protectColons(q)) + ";\n")
+		if pipeline && (i+1 == len(stmts) || stmts[i+1].trip != st.trip) {
 			b.WriteString("\\endpipeline\n")
 		}
 	}
@@ -147,49 +170,6 @@ func pgbenchScript(stmts []captured, header string, markers []*marker, pipelines
 		}
 	}
 	return out, nil
-}
-
-// substitute is the SQL for one argument.
-func substitute(a any, markers []*marker) string {
-	if v, ok := a.(driver.Valuer); ok {
-		a, _ = v.Value()
-	}
-	switch v := a.(type) {
-	case nil:
-		return "NULL"
-	case int, int32, int64:
-		s := fmt.Sprint(v)
-		for _, m := range markers {
-			if !m.text && m.value == s {
-				m.hits++
-				return m.expr
-			}
-		}
-		return s
-	case bool:
-		return strconv.FormatBool(v)
-	case []byte:
-		return fmt.Sprintf(`'\x%x'`, v)
-	case time.Time:
-		// Typed: its colons make protectColons split it into text pieces.
-		return quote(v.Format(time.RFC3339Nano)) + "::timestamptz"
-	case string:
-		var values []string
-		byValue := map[string]*marker{}
-		for _, m := range markers {
-			if m.text && byValue[m.value] == nil {
-				values, byValue[m.value] = append(values, regexp.QuoteMeta(m.value)), m
-			}
-		}
-		if values == nil {
-			return quote(v)
-		}
-		return concat(v, regexp.MustCompile(strings.Join(values, "|")), quote, func(value string) string {
-			byValue[value].hits++
-			return byValue[value].expr
-		})
-	}
-	return quote(fmt.Sprint(a))
 }
 
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
@@ -213,20 +193,18 @@ func protectColons(q string) string {
 // concat is s as SQL text pieces joined with ||: what re matches becomes
 // expr(match), the text around it lit(text). Without a match it is lit(s).
 func concat(s string, re *regexp.Regexp, lit, expr func(string) string) string {
-	var parts []string
-	last := 0
-	for _, at := range re.FindAllStringIndex(s, -1) {
-		if at[0] > last {
-			parts = append(parts, lit(s[last:at[0]]))
-		}
-		parts = append(parts, expr(s[at[0]:at[1]]))
-		last = at[1]
-	}
-	if parts == nil {
+	matches := re.FindAllString(s, -1)
+	if matches == nil {
 		return lit(s)
 	}
-	if last < len(s) {
-		parts = append(parts, lit(s[last:]))
+	var parts []string
+	for i, text := range re.Split(s, -1) { // one more than matches
+		if text != "" {
+			parts = append(parts, lit(text))
+		}
+		if i < len(matches) {
+			parts = append(parts, expr(matches[i]))
+		}
 	}
 	return "(" + strings.Join(parts, " || ") + ")"
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -19,79 +20,57 @@ import (
 
 func clerkID(n int) string { return "user_bench" + strconv.Itoa(n) }
 
-// The capture's values that vary per debit; they become pgbench variables.
-const (
-	captureAmount = 987654
-	captureKey    = "capturekey"
-)
-
 // runDebits measures the credits API's debit, spread over -users users and
 // then all on one, each against pgbench running the same SQL; then the floor
 // (the minimal server) and the overdraw check.
 func (b *bench) runDebits(ctx context.Context) error {
-	load := leanLoad(0)
-	if b.Client == "net/http" {
-		load = apiLoad
-	}
 	logf("seeding %d users with 1,000,020 credits each", b.Users)
 	if err := seed(ctx, b.store, b.db, b.Users); err != nil {
 		return err
 	}
-
 	// The SQL of one debit, as the service sends it: the store's own code
-	// run once with the capture on, on the last user, with marker values.
+	// run once with the capture on, on the last user, with marker values
+	// (amount, key) that become pgbench variables.
 	fp := sha256.Sum256([]byte("POST /v1/users/x/debits"))
 	stmts, err := b.hook.record(func() error {
-		ans, err := b.store.Debit(ctx, ledger.Request{ClerkID: clerkID(b.Users), Actor: "bench", Key: captureKey, Fingerprint: fp[:]},
-			ledger.Spend{Amount: captureAmount, Reason: "bench"}, creditsapi.Renderer(http.StatusCreated))
-		if err == nil && ans.Status != http.StatusCreated {
-			err = fmt.Errorf("the captured debit answered %d: %s", ans.Status, ans.Body)
-		}
-		return err
+		return created(b.store.Debit(ctx, ledger.Request{ClerkID: clerkID(b.Users), Actor: "bench", Key: "capturekey", Fingerprint: fp[:]},
+			ledger.Spend{Amount: 987654, Reason: "bench"}, creditsapi.Renderer(http.StatusCreated)))
 	})
 	if err != nil {
 		return fmt.Errorf("capture a debit: %w", err)
 	}
 	markers := []*marker{
-		{value: strconv.Itoa(captureAmount), expr: ":cg_amount"},
+		{value: "987654", expr: ":cg_amount"},
 		{value: clerkID(b.Users), expr: "'user_bench' || :cg_user::text", text: true},
-		{value: captureKey, expr: "'bench-' || :cg_key::text", text: true},
+		{value: "capturekey", expr: "'bench-' || :cg_key::text", text: true},
 	}
 	scenarios := []struct {
-		name, file, pgUser string // pgUser: pgbench's expression for the user
-		user               func(i int) string
-		scripts            map[string]string
+		name, script, pgUser string // pgUser: pgbench's expression for the user
+		user                 func(i int) string
 	}{
-		{fmt.Sprintf("%d users", b.Users), "spread", fmt.Sprintf("random(1, %d)", b.Users), func(i int) string {
+		{fmt.Sprintf("%d users", b.Users), "debit-spread", fmt.Sprintf("random(1, %d)", b.Users), func(i int) string {
 			return clerkID(1 + int(uint64(i)*2654435761%uint64(b.Users)))
-		}, nil},
-		{"one user", "one", "1", func(int) string { return clerkID(1) }, nil},
+		}},
+		{"one user", "debit-one", "1", func(int) string { return clerkID(1) }},
 	}
-	for i := range scenarios {
-		sc := &scenarios[i]
+	for _, sc := range scenarios {
 		header := fmt.Sprintf("\\set cg_user %s\n\\set cg_amount 1\n\\set cg_key random(1, 9000000000000000000)\n", sc.pgUser)
-		if sc.scripts, err = b.writeScripts(stmts, "debit-"+sc.file, header, markers); err != nil {
+		if err := b.writeScripts(stmts, sc.script, header, markers); err != nil {
 			return err
 		}
 	}
-	logf("a debit is %d statements (BEGIN and COMMIT included) in %d round trip(s); pgbench runs them as %s",
-		len(stmts), trips(stmts), scenarios[0].scripts["prepared"])
-
-	if b.Hold {
-		logf("holding the seeded database until interrupted: psql %s", b.url)
-		<-ctx.Done()
-		return nil
-	}
-	svc, err := b.startService(ctx)
-	if err != nil {
+	script := b.script("debit-spread", "prepared")
+	logf("a debit is %d statements (BEGIN and COMMIT included) in %d round trip(s); pgbench runs them as %s", len(stmts), trips(stmts), script)
+	svc, err := b.startService(ctx, script)
+	if err != nil || svc == nil {
 		return err
 	}
 	defer svc.stop()
 
 	var results []result
 	for si, sc := range scenarios {
-		rs, err := b.rows(ctx, svc, sc.name, b.Clients, http.StatusCreated, sc.scripts, strconv.Itoa(si), func(n int, run string) (result, error) {
-			return load(ctx, svc.api, svc.key, run+strconv.Itoa(si), b.Clients, n, sc.user)
+		rs, err := b.rows(ctx, svc, sc.name, b.Clients, http.StatusCreated, sc.script, strconv.Itoa(si), func(n int, run string) (result, error) {
+			return b.debits(ctx, b.Client, 0, svc.api, svc.key, run+strconv.Itoa(si), n, sc.user)
 		})
 		if err != nil {
 			return err
@@ -101,36 +80,27 @@ func (b *bench) runDebits(ctx context.Context) error {
 			return err
 		}
 	}
-
-	if b.Minimal {
-		r, err := b.measureMinimal(ctx, load, "")
+	// The floor, then (lean client) held to the spread run's rate: CPU per
+	// request falls as the rate rises (more work per wake-up).
+	for i, rate := range []float64{0, results[0].rate()} {
+		if !b.Minimal || i > 0 && b.Client != "lean" {
+			break
+		}
+		r, err := b.measureMinimal(ctx, rate)
 		if err != nil {
 			return err
 		}
 		results = append(results, r)
-		if b.Client == "lean" {
-			// The same, held to the service's rate in the spread run: CPU
-			// per request falls as the rate rises (more work per wake-up),
-			// so this is the floor to compare the service with.
-			rate := results[0].rate()
-			r, err := b.measureMinimal(ctx, leanLoad(rate), fmt.Sprintf(", held to %.0f/s", rate))
-			if err != nil {
-				return err
-			}
-			results = append(results, r)
-		}
 	}
-
-	drain, err := drainCheck(ctx, b.config, b.store, b.db, svc)
+	drain, err := b.drainCheck(ctx, svc)
 	if err != nil {
 		return err
 	}
 	return b.report("debits", renderReport(b.config, results, drain))
 }
 
-// seed creates users 1…n one after another (so user k has id k, which the
-// pgbench scripts rely on) with their signup credits, then grants each
-// 1,000,000 credits through the store.
+// seed creates users 1…n one after another (user k has id k: the scripts rely
+// on it) with their signup credits, then grants each 1,000,000 through the store.
 func seed(ctx context.Context, store *postgres.Store, db *bun.DB, n int) error {
 	now := time.Now()
 	for i := 1; i <= n; i++ {
@@ -139,11 +109,9 @@ func seed(ctx context.Context, store *postgres.Store, db *bun.DB, n int) error {
 		}
 	}
 	var wrong int
-	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM users WHERE clerk_id <> 'user_bench' || id").Scan(&wrong); err != nil {
-		return err
-	}
-	if wrong > 0 {
-		return fmt.Errorf("%d seeded users do not have id k for user_bench<k>", wrong)
+	q := "SELECT count(*) FROM users WHERE clerk_id <> 'user_bench' || id"
+	if err := db.QueryRowContext(ctx, q).Scan(&wrong); err != nil || wrong > 0 {
+		return cmp.Or(err, fmt.Errorf("%d seeded users do not have id k for user_bench<k>", wrong))
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
@@ -156,60 +124,56 @@ func seed(ctx context.Context, store *postgres.Store, db *bun.DB, n int) error {
 // grant gives user amount credits through the store, under idempotency key key.
 func grant(ctx context.Context, store *postgres.Store, user, key string, amount int64) error {
 	fp := sha256.Sum256([]byte(key))
-	ans, err := store.Grant(ctx, ledger.Request{ClerkID: user, Actor: "bench", Key: key, Fingerprint: fp[:]},
-		ledger.Grant{Amount: amount, Reason: "bench"}, creditsapi.Renderer(http.StatusCreated))
-	if err == nil && ans.Status != http.StatusCreated {
-		err = fmt.Errorf("grant answered %d: %s", ans.Status, ans.Body)
-	}
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", key, user, err)
+	if err := created(store.Grant(ctx, ledger.Request{ClerkID: user, Actor: "bench", Key: key, Fingerprint: fp[:]},
+		ledger.Grant{Amount: amount, Reason: "bench"}, creditsapi.Renderer(http.StatusCreated))); err != nil {
+		return fmt.Errorf("grant %s %s: %w", key, user, err)
 	}
 	return nil
+}
+
+// created is err, or an error if the store answered other than 201.
+func created(ans ledger.Answer, err error) error {
+	if err == nil && ans.Status != http.StatusCreated {
+		err = fmt.Errorf("answered %d: %s", ans.Status, ans.Body)
+	}
+	return err
 }
 
 func checkInvariants(ctx context.Context, db *bun.DB) error {
 	vs, err := pgtest.Invariants(ctx, db)
-	if err != nil {
-		return err
+	if err == nil && len(vs) > 0 {
+		err = fmt.Errorf("ledger invariants broken: %+v", vs)
 	}
-	if len(vs) > 0 {
-		return fmt.Errorf("ledger invariants broken: %+v", vs)
-	}
-	return nil
+	return err
 }
 
-// drainResult is the overdraw check: a user holding Drain credits receives
-// 1.5× as many concurrent debits of 1.
-type drainResult struct {
-	Credits, Requests, Created, Refused, Other int
-	Balance                                    int64
-}
-
-func drainCheck(ctx context.Context, c config, store *postgres.Store, db *bun.DB, svc *service) (drainResult, error) {
+// drainCheck is the overdraw check: a user holding -drain credits receives
+// 1.5× as many concurrent debits of 1. It returns its row of the targets.
+func (b *bench) drainCheck(ctx context.Context, svc *service) (string, error) {
 	const user = "user_benchdrain"
 	now := time.Now()
-	if _, err := store.EnsureUser(ctx, ledger.ClerkUser{ID: user, CreatedAt: now, UpdatedAt: now}, 20, false); err != nil {
-		return drainResult{}, err
+	if _, err := b.store.EnsureUser(ctx, ledger.ClerkUser{ID: user, CreatedAt: now, UpdatedAt: now}, 20, false); err != nil {
+		return "", err
 	}
-	if c.Drain > 20 {
-		if err := grant(ctx, store, user, "drain", int64(c.Drain-20)); err != nil {
-			return drainResult{}, err
+	if b.Drain > 20 {
+		if err := grant(ctx, b.store, user, "drain", int64(b.Drain-20)); err != nil {
+			return "", err
 		}
 	}
-	d := drainResult{Credits: max(c.Drain, 20), Requests: max(c.Drain, 20) * 3 / 2}
-	logf("overdraw check: %d concurrent debits of 1 against %d credits", d.Requests, d.Credits)
-	r, err := apiLoad(ctx, svc.api, svc.key, "drain", c.Clients, d.Requests, func(int) string { return user })
+	credits := max(b.Drain, 20)
+	n := credits * 3 / 2
+	logf("overdraw check: %d concurrent debits of 1 against %d credits", n, credits)
+	r, err := b.debits(ctx, "net/http", 0, svc.api, svc.key, "drain", n, func(int) string { return user })
 	if err != nil {
-		return d, err
+		return "", err
 	}
-	d.Created, d.Refused = r.Statuses[http.StatusCreated], r.Statuses[http.StatusConflict]
-	d.Other = d.Requests - d.Created - d.Refused
-	if err := db.QueryRowContext(ctx, "SELECT available_credits FROM users WHERE clerk_id = ?", user).Scan(&d.Balance); err != nil {
-		return d, err
+	var balance int64
+	ok, refused := r.Statuses[http.StatusCreated], r.Statuses[http.StatusConflict]
+	if err := b.db.QueryRowContext(ctx, "SELECT available_credits FROM users WHERE clerk_id = ?", user).Scan(&balance); err != nil ||
+		ok != credits || refused != n-credits || balance != 0 {
+		return "", cmp.Or(err, fmt.Errorf("overdraw check: %d debits succeeded, %d refused, %d otherwise, balance %d; want %d, %d, 0, 0",
+			ok, refused, n-ok-refused, balance, credits, n-credits))
 	}
-	if d.Created != d.Credits || d.Refused != d.Requests-d.Credits || d.Balance != 0 {
-		return d, fmt.Errorf("overdraw check: %d debits succeeded, %d refused, %d otherwise, balance %d; want %d, %d, 0, 0",
-			d.Created, d.Refused, d.Other, d.Balance, d.Credits, d.Requests-d.Credits)
-	}
-	return d, checkInvariants(ctx, db)
+	return fmt.Sprintf("| never overdrawn: %d concurrent debits of 1 against %d credits | %d succeeded, %d `insufficient_credits`, "+
+		"0 other; balance 0; invariants hold | met |\n", n, credits, ok, refused), checkInvariants(ctx, b.db)
 }

@@ -1,17 +1,17 @@
-// Command bench measures the credits API's debit path against pgbench running
-// the same SQL on the same PostgreSQL, in the same run, and prints the tables
-// docs/benchmarks.md shows. It builds the service, starts PostgreSQL (fsync
-// on) through pglocal, seeds users through the store, captures the SQL of one
-// debit from the Go code that sends it (bun's query hook) and turns it into a
-// pgbench script, drives the real binary over HTTP, and reads CPU and memory
-// from /proc. It stops everything it started.
+// Command bench measures the credits API's debits or the webhook's new users
+// against pgbench running the same SQL on the same PostgreSQL, in the same
+// run, and prints the tables docs/benchmarks.md shows. It builds the service,
+// starts PostgreSQL (fsync on) through pglocal, turns the SQL the store sends
+// (seen by a pgx tracer) into pgbench scripts, drives the real binary over
+// HTTP, and reads CPU and memory from /proc. It stops everything it started.
 //
-//	go run ./hack/bench            # or: make bench-api
+//	go run ./hack/bench            # or: make bench-api, make bench-signups
 //
 // Settings are flags, or BENCH_* variables (see -h).
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -92,15 +92,12 @@ func main() {
 		}
 		c.Senders = append(c.Senders, n)
 	}
-	if *serve {
-		if err := serveMinimal(); err != nil {
-			fmt.Fprintln(os.Stderr, "bench -serve-minimal:", err)
-			os.Exit(1)
-		}
-		return
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	run := run
+	if *serve {
+		run = serveMinimal
+	}
 	if err := run(ctx, c); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -110,8 +107,7 @@ func main() {
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
 
 // bench is what both scenarios run with: the settings, the service's binary,
-// a migrated database on a local PostgreSQL with pg_stat_statements, and the
-// capture on the store's connections.
+// a migrated database with pg_stat_statements, the capture on its connections.
 type bench struct {
 	config
 	dir, serviceBin, url, pgbenchBin string
@@ -133,18 +129,15 @@ func run(ctx context.Context, c config) error {
 		return errors.New("-profile builds the service itself: not with -webhook-bin")
 	}
 	b := &bench{config: c, dir: c.OutDir, serviceBin: c.WebhookBin, hook: &capture{}}
+	var err error
 	if b.dir == "" {
-		d, err := os.MkdirTemp("", "creditgate-bench-")
-		if err != nil {
+		if b.dir, err = os.MkdirTemp("", "creditgate-bench-"); err != nil {
 			return err
 		}
-		defer os.RemoveAll(d)
-		b.dir = d
-	} else if err := os.MkdirAll(b.dir, 0o755); err != nil {
-		return err
+		defer os.RemoveAll(b.dir)
 	}
 	// pglocal runs the server as postgres when root: it must write there.
-	if err := os.Chmod(b.dir, 0o777); err != nil {
+	if err := cmp.Or(os.MkdirAll(b.dir, 0o755), os.Chmod(b.dir, 0o777)); err != nil {
 		return err
 	}
 	pgBin, err := pglocal.FindBin()
@@ -163,10 +156,9 @@ func run(ctx context.Context, c config) error {
 		if c.Profile {
 			args = append(args, "-tags", "benchpprof")
 		}
-		build := exec.CommandContext(ctx, "go", append(args, "github.com/creditgate/creditgate/cmd/webhook")...)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("go build ./cmd/webhook: %w", err)
+		out, err := exec.CommandContext(ctx, "go", append(args, "github.com/creditgate/creditgate/cmd/webhook")...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("go build ./cmd/webhook: %w\n%s", err, out)
 		}
 	}
 
@@ -183,11 +175,10 @@ func run(ctx context.Context, c config) error {
 	}
 	b.url, b.port = srv.URL("bench"), srv.Port
 	pidFile, err := os.ReadFile(filepath.Join(srv.Dir, "data", "postmaster.pid"))
-	if err != nil {
-		return err
+	if err == nil {
+		_, err = fmt.Sscan(string(pidFile), &b.pgRoot) // its first line
 	}
-	line, _, _ := strings.Cut(string(pidFile), "\n")
-	if b.pgRoot, err = strconv.Atoi(strings.TrimSpace(line)); err != nil {
+	if err != nil {
 		return fmt.Errorf("postmaster.pid: %w", err)
 	}
 	if b.db, err = postgres.Open(b.url, postgres.Options{MaxConns: 8, Tracer: b.hook}); err != nil {
@@ -208,28 +199,26 @@ func run(ctx context.Context, c config) error {
 }
 
 // writeScripts writes the pgbench scripts of the captured statements (see
-// pgbenchScript), <name>-simple.sql and <name>-prepared.sql, and returns
-// their paths by -M mode.
-func (b *bench) writeScripts(stmts []captured, name, header string, markers []*marker) (map[string]string, error) {
-	files := map[string]string{}
+// pgbenchScript), <name>-simple.sql and <name>-prepared.sql.
+func (b *bench) writeScripts(stmts []captured, name, header string, markers []*marker) error {
 	for _, mode := range []string{"simple", "prepared"} {
 		s, err := pgbenchScript(stmts, header, markers, mode == "prepared")
-		if err != nil {
-			return nil, err
+		if err == nil {
+			err = os.WriteFile(b.script(name, mode), []byte(s), 0o644)
 		}
-		files[mode] = filepath.Join(b.dir, name+"-"+mode+".sql")
-		if err := os.WriteFile(files[mode], []byte(s), 0o644); err != nil {
-			return nil, err
+		if err != nil {
+			return err
 		}
 	}
-	return files, nil
+	return nil
 }
 
-// measure runs op on a quiet machine with pg_stat_statements reset, and
-// fills in the CPU of the service (pid, if not 0), of PostgreSQL, of the
-// client (this process, which drives the service's load, unless op measured
-// its own: pgbench's) and of the other processes, the statements PostgreSQL
-// ran and the service's peak RSS.
+func (b *bench) script(name, mode string) string { return filepath.Join(b.dir, name+"-"+mode+".sql") }
+
+// measure runs op on a quiet machine with pg_stat_statements reset, and fills
+// in the CPU of the service (pid; none for 0: /proc/0 does not exist), of
+// PostgreSQL, of the client (this process, unless op measured its own:
+// pgbench's) and of the others, the statements PostgreSQL ran and the peak RSS.
 func (b *bench) measure(ctx context.Context, pid int, what string, op func() (result, error)) (result, error) {
 	busy := waitQuiet(b.MaxBusy, b.LoadWait)
 	logf("%s (other processes at %.2f cores)", what, busy)
@@ -237,12 +226,7 @@ func (b *bench) measure(ctx context.Context, pid int, what string, op func() (re
 		return result{}, err
 	}
 	cpu := func() (svc, pg, self, all time.Duration) {
-		if pid != 0 {
-			svc, _ = procCPU(pid, false)
-		}
-		pg, _ = treeCPU(b.pgRoot)
-		all, _ = busyCPU()
-		return svc, pg, selfCPU(), all
+		return procCPU(pid, false), treeCPU(b.pgRoot), selfCPU(), busyCPU()
 	}
 	backends := len(children(b.pgRoot))
 	svc0, pg0, self0, all0 := cpu()
@@ -258,69 +242,56 @@ func (b *bench) measure(ctx context.Context, pid int, what string, op func() (re
 	if err != nil {
 		return r, err
 	}
-	r.ServiceCPU, r.PostgresCPU = svc1-svc0, pg1-pg0
-	if r.ClientCPU == 0 {
-		r.ClientCPU = self1 - self0
-	}
-	if err := b.db.QueryRowContext(ctx, `SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements
-		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT LIKE '%pg_stat_statements%'`).
-		Scan(&r.Statements); err != nil {
-		return r, err
-	}
+	r.ServiceCPU, r.PostgresCPU, r.PeakRSS = svc1-svc0, pg1-pg0, peakRSS(pid)
+	r.ClientCPU = cmp.Or(r.ClientCPU, self1-self0)
 	r.OtherCores = (all1 - all0 - (svc1 - svc0) - (pg1 - pg0) - (self1 - self0)).Seconds() / wall.Seconds()
-	if pid != 0 {
-		r.PeakRSS, _ = peakRSS(pid)
-	}
-	return r, nil
+	return r, b.db.QueryRowContext(ctx, `SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT LIKE '%pg_stat_statements%'`).
+		Scan(&r.Statements)
 }
 
-// rows measures the service under load, warmed up first (20 requests per
-// client, unmeasured; the first service run profiled alongside, with
-// -profile; every answer must be want), then pgbench running the scripts
-// from as many clients, -M prepared and, with -simple, -M simple: the rows
-// named name. load(n, run) sends n requests, run "warm" or "run"; tag names
-// the files of the run (pgbench's logs, the service's statements).
-func (b *bench) rows(ctx context.Context, svc *service, name string, clients, want int, scripts map[string]string, tag string,
+// rows measures the service under load(n, run "warm" or "run"), warmed up
+// first (20 requests per client; the first run profiled, with -profile;
+// every answer must be want), then pgbench running script from as many
+// clients, -M prepared and, with -simple, -M simple. tag names their files.
+func (b *bench) rows(ctx context.Context, svc *service, name string, clients, want int, script, tag string,
 	load func(n int, run string) (result, error)) ([]result, error) {
 	if _, err := load(20*clients, "warm"); err != nil {
 		return nil, err
 	}
-	r, err := b.measure(ctx, svc.cmd.Process.Pid, "service", func() (result, error) {
-		var prof sync.WaitGroup
-		defer prof.Wait()
-		if svc.pprof != "" && !svc.profiled {
-			svc.profiled = true
-			prof.Go(func() {
-				if err := profileService(ctx, svc, b.dir); err != nil {
-					logf("profile: %v", err)
+	modes := []string{"", "prepared", "simple"}
+	if !b.Simple {
+		modes = modes[:2]
+	}
+	var rs []result
+	for _, mode := range modes {
+		pid, what, op := 0, "pgbench -M "+mode, func() (result, error) {
+			return b.pgbench(ctx, clients, mode, b.script(script, mode), tag+"-"+mode)
+		}
+		if mode == "" {
+			pid, what, op = svc.pid, "service", func() (result, error) {
+				var prof sync.WaitGroup
+				defer prof.Wait()
+				if url := svc.pprof; url != "" {
+					svc.pprof = "" // the first run only
+					prof.Go(func() {
+						if err := b.profile(ctx, url); err != nil {
+							logf("profile: %v", err)
+						}
+					})
 				}
-			})
+				return load(b.Requests, "run")
+			}
 		}
-		return load(b.Requests, "run")
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := topStatements(ctx, b.db, filepath.Join(b.dir, "statements-"+tag+"-service.txt")); err != nil {
-		return nil, err
-	}
-	if r.Statuses[want] != b.Requests {
-		return nil, fmt.Errorf("%s: answers by status %v, want %d × %d", name, r.Statuses, b.Requests, want)
-	}
-	r.Name, r.Clients = name, clients
-	rs := []result{r}
-	for _, mode := range []string{"prepared", "simple"} {
-		if mode == "simple" && !b.Simple {
-			break
-		}
-		r, err := b.measure(ctx, 0, "pgbench -M "+mode, func() (result, error) {
-			return b.pgbench(ctx, clients, mode, scripts[mode], tag+"-"+mode)
-		})
+		r, err := b.measure(ctx, pid, what, op)
 		if err != nil {
 			return nil, err
 		}
-		if err := topStatements(ctx, b.db, filepath.Join(b.dir, "statements-"+tag+"-"+mode+".txt")); err != nil {
+		if err := topStatements(ctx, b.db, filepath.Join(b.dir, "statements-"+tag+"-"+cmp.Or(mode, "service")+".txt")); err != nil {
 			return nil, err
+		}
+		if mode == "" && r.Statuses[want] != b.Requests {
+			return nil, fmt.Errorf("%s: answers by status %v, want %d × %d", name, r.Statuses, b.Requests, want)
 		}
 		r.Name, r.Clients, r.mode, r.What = name, clients, mode, pgbenchRun[mode]
 		rs = append(rs, r)
@@ -328,61 +299,50 @@ func (b *bench) rows(ctx context.Context, svc *service, name string, clients, wa
 	return rs, nil
 }
 
-// report prints the report and, with -out, keeps it as report-<scenario>.md.
+// report prints the report and keeps it as report-<scenario>.md.
 func (b *bench) report(scenario, text string) error {
 	fmt.Print(text)
-	if b.OutDir == "" {
-		return nil
-	}
 	return os.WriteFile(filepath.Join(b.dir, "report-"+scenario+".md"), []byte(text), 0o644)
 }
 
-// process is a server the benchmark measures: the webhook binary or the
-// minimal server.
+// process is the webhook binary or the minimal server.
 type process struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	pid  int
+	stop func() // SIGTERM, SIGKILL 20 s later; it waits until the process is gone
 }
 
-// startProcess starts cmd, which the kernel stops if the benchmark dies,
-// and waits up to 30 s until GET ready answers 2xx.
-func startProcess(ctx context.Context, cmd *exec.Cmd, ready string) (*process, error) {
+// startProcess starts name (stopped by the kernel if the benchmark dies) and
+// waits up to 30 s until GET ready answers 2xx.
+func startProcess(ctx context.Context, ready string, env []string, out io.Writer, name string, args ...string) (process, error) {
+	pctx, cancel := context.WithCancel(ctx)
+	cmd := exec.CommandContext(pctx, name, args...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = append(os.Environ(), env...), out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 20 * time.Second
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		cancel()
+		return process{}, err
 	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	p := process{pid: cmd.Process.Pid, stop: func() { cancel(); <-done }}
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if resp, err := http.Get(ready); err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode/100 == 2 {
 				return p, nil
 			}
 		}
 		select {
-		case <-p.done:
-			return nil, errors.New("it exited before it was ready")
-		case <-ctx.Done():
-			p.stop()
-			return nil, ctx.Err()
+		case <-done:
+			return p, errors.New("it exited before it was ready")
 		case <-time.After(100 * time.Millisecond):
 		}
-		if time.Now().After(deadline) {
+		if ctx.Err() != nil || time.Now().After(deadline) {
 			p.stop()
-			return nil, errors.New("it was not ready within 30 s")
+			return p, cmp.Or(ctx.Err(), errors.New("it was not ready within 30 s"))
 		}
-	}
-}
-
-func (p *process) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
 	}
 }
 
@@ -402,45 +362,45 @@ func freeAddrs(n int) ([]string, error) {
 
 // service is the webhook binary, serving the webhook and the credits API.
 type service struct {
-	*process
+	process
 	api, key     string // the credits API's URL and an admin key for it
 	hook, secret string // the webhook's URL and its signing secret
-	pprof        string // the CPU profile's URL, with -profile
-	profiled     bool   // once the first run has been
+	pprof        string // the CPU profile's URL, with -profile, until taken
 }
 
-func (b *bench) startService(ctx context.Context) (*service, error) {
+// startService starts the service; with -hold it returns nil once
+// interrupted instead, PostgreSQL kept for investigation by hand meanwhile.
+func (b *bench) startService(ctx context.Context, script string) (*service, error) {
+	if b.Hold {
+		logf("holding the database until interrupted: psql %s; pgbench script %s", b.url, script)
+		<-ctx.Done()
+		return nil, nil
+	}
 	addr, err := freeAddrs(4) // webhook, metrics, API, pprof
 	if err != nil {
 		return nil, err
 	}
-	secret, key := make([]byte, 24), make([]byte, 32)
-	_, _ = rand.Read(secret)
-	_, _ = rand.Read(key)
-	s := &service{api: "http://" + addr[2], key: base64.RawURLEncoding.EncodeToString(key),
-		hook: "http://" + addr[0] + "/api/webhooks/clerk", secret: "whsec_" + base64.StdEncoding.EncodeToString(secret)}
-	cmd := exec.Command(b.serviceBin)
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+b.url, "CLERK_WEBHOOK_SIGNING_SECRET="+s.secret,
-		"CREDITS_API_KEYS=bench:admin:"+s.key, "HTTP_ADDR="+addr[0], "METRICS_ADDR="+addr[1], "API_ADDR="+addr[2], "LOG_LEVEL=warn")
+	s := &service{api: "http://" + addr[2], key: rand.Text() + rand.Text(), // keys have 32 characters or more
+		hook: "http://" + addr[0] + "/api/webhooks/clerk", secret: "whsec_" + base64.StdEncoding.EncodeToString([]byte(rand.Text()))}
+	env := []string{"DATABASE_URL=" + b.url, "CLERK_WEBHOOK_SIGNING_SECRET=" + s.secret, "CREDITS_API_KEYS=bench:admin:" + s.key,
+		"HTTP_ADDR=" + addr[0], "METRICS_ADDR=" + addr[1], "API_ADDR=" + addr[2], "LOG_LEVEL=warn"}
 	if b.Profile {
-		s.pprof = "http://" + addr[3] + "/debug/pprof/profile"
-		cmd.Env = append(cmd.Env, "PPROF_ADDR="+addr[3])
+		s.pprof = "http://" + addr[3] + "/debug/pprof/profile?seconds=5"
+		env = append(env, "PPROF_ADDR="+addr[3])
 	}
-	cmd.Env = append(cmd.Env, strings.Fields(b.WebhookEnv)...)
 	logFile, err := os.Create(filepath.Join(b.dir, "webhook.log"))
 	if err != nil {
 		return nil, err
 	}
 	defer logFile.Close() // the service writes through its own descriptor
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if s.process, err = startProcess(ctx, cmd, "http://"+addr[0]+"/readyz"); err != nil {
+	env = append(env, strings.Fields(b.WebhookEnv)...)
+	if s.process, err = startProcess(ctx, "http://"+addr[0]+"/readyz", env, logFile, b.serviceBin); err != nil {
 		return nil, fmt.Errorf("the service: %w; see %s", err, logFile.Name())
 	}
 	return s, nil
 }
 
-// topStatements writes what PostgreSQL spent its time on in the last run,
-// by statement: calls, planning and execution time.
+// topStatements writes what PostgreSQL spent its time on in the last run.
 func topStatements(ctx context.Context, db *bun.DB, file string) error {
 	var text string
 	if err := db.QueryRowContext(ctx, `SELECT E'calls\tplans\tplan ms\texec ms\tstatement\n' || COALESCE(string_agg(
@@ -453,26 +413,25 @@ func topStatements(ctx context.Context, db *bun.DB, file string) error {
 	return os.WriteFile(file, []byte(text), 0o644)
 }
 
-// profileService takes a 5-second CPU profile of the service under load
-// and writes it, and its top entries, to dir.
-func profileService(ctx context.Context, svc *service, dir string) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, svc.pprof+"?seconds=5", nil)
-	resp, err := http.DefaultClient.Do(req)
+// profile takes a 5-second CPU profile of the service under load and keeps
+// it, and its top entries, as cpu.pprof and profile.txt.
+func (b *bench) profile(ctx context.Context, url string) error {
+	resp, err := http.Get(url)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	prof, err := io.ReadAll(resp.Body)
-	file := filepath.Join(dir, "cpu.pprof")
+	file := filepath.Join(b.dir, "cpu.pprof")
 	if err == nil {
 		err = os.WriteFile(file, prof, 0o644)
 	}
 	if err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=40", svc.cmd.Path, file).CombinedOutput()
-	if err != nil {
+	args := []string{"tool", "pprof", "-top", "-nodecount=40", "-output", filepath.Join(b.dir, "profile.txt"), b.serviceBin, file}
+	if out, err := exec.CommandContext(ctx, "go", args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("go tool pprof: %w: %s", err, out)
 	}
-	return os.WriteFile(filepath.Join(dir, "profile.txt"), out, 0o644)
+	return nil
 }

@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -18,9 +15,7 @@ import (
 // pgx pool and answers 201 with a short body: no authentication, routing,
 // JSON, metrics or ledger. It runs as `bench -serve-minimal` in its own
 // process, so that its CPU is measured like the service's.
-func serveMinimal() error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+func serveMinimal(ctx context.Context, _ config) error {
 	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 	if err != nil {
 		return err
@@ -36,19 +31,16 @@ func serveMinimal() error {
 		w.WriteHeader(http.StatusCreated)
 		fmt.Fprint(w, `{"ok":true}`)
 	})}
-	go func() {
-		<-ctx.Done()
-		_ = srv.Close()
-	}()
+	context.AfterFunc(ctx, func() { _ = srv.Close() })
 	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
 		return err
 	}
 	return nil
 }
 
-// measureMinimal runs the same load against the minimal server, started from
-// this very binary; note ends its row's name.
-func (b *bench) measureMinimal(ctx context.Context, load loader, note string) (result, error) {
+// measureMinimal runs the debits' load against the minimal server, started
+// from this very binary, at most rate a second (0: as fast as it answers).
+func (b *bench) measureMinimal(ctx context.Context, rate float64) (result, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return result{}, err
@@ -57,22 +49,22 @@ func (b *bench) measureMinimal(ctx context.Context, load loader, note string) (r
 	if err != nil {
 		return result{}, err
 	}
-	cmd := exec.Command(self, "-serve-minimal")
-	cmd.Env = append(append(os.Environ(), "DATABASE_URL="+b.url, "API_ADDR="+addr[0]), strings.Fields(b.WebhookEnv)...)
-	cmd.Stderr = os.Stderr
-	base := "http://" + addr[0]
-	srv, err := startProcess(ctx, cmd, base+"/")
+	env := append([]string{"DATABASE_URL=" + b.url, "API_ADDR=" + addr[0]}, strings.Fields(b.WebhookEnv)...)
+	srv, err := startProcess(ctx, "http://"+addr[0]+"/", env, os.Stderr, self, "-serve-minimal")
 	if err != nil {
 		return result{}, fmt.Errorf("the minimal server: %w", err)
 	}
 	defer srv.stop()
-	user := func(int) string { return "x" }
-	if _, err := load(ctx, base, "-", "warm", b.Clients, 20*b.Clients, user); err != nil {
+	load := func(n int, run string) (result, error) {
+		return b.debits(ctx, b.Client, rate, "http://"+addr[0], "-", run, n, func(int) string { return "x" })
+	}
+	if _, err := load(20*b.Clients, "warm"); err != nil {
 		return result{}, err
 	}
-	r, err := b.measure(ctx, cmd.Process.Pid, "minimal server", func() (result, error) {
-		return load(ctx, base, "-", "run", b.Clients, b.Requests, user)
-	})
-	r.Name, r.What = "floor", "minimal Go server: net/http, pgx, `SELECT 1` prepared"+note
+	r, err := b.measure(ctx, srv.pid, "minimal server", func() (result, error) { return load(b.Requests, "run") })
+	r.Name, r.What = "floor", "minimal Go server: net/http, pgx, `SELECT 1` prepared"
+	if rate > 0 {
+		r.What += fmt.Sprintf(", held to %.0f/s", rate)
+	}
 	return r, err
 }

@@ -9,48 +9,35 @@ import (
 	"time"
 )
 
-// clockTick is Linux's USER_HZ, the unit of /proc's CPU times.
-const clockTick = 10 * time.Millisecond
-
 // procStat is a process's /proc/<pid>/stat fields from the third (the
-// state) on: the command name before it, in parentheses, may hold spaces.
-func procStat(pid int) ([]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, err
-	}
+// state) on, 15 empty ones if it is gone: the command name before them, in
+// parentheses, may hold spaces.
+func procStat(pid int) []string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 15 {
-		return nil, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	if f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]); len(f) >= 15 {
+		return f
 	}
-	return f, nil
+	return make([]string, 15)
 }
 
-// ticks is the sum of CPU times /proc gives in clock ticks.
-func ticks(fields ...string) (time.Duration, error) {
-	var sum time.Duration
+// ticks is the sum of CPU times /proc gives in clock ticks (USER_HZ, 100).
+func ticks(fields ...string) time.Duration {
+	var sum int64
 	for _, f := range fields {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return 0, err
-		}
-		sum += time.Duration(n) * clockTick
+		n, _ := strconv.ParseInt(f, 10, 64)
+		sum += n
 	}
-	return sum, nil
+	return time.Duration(sum) * 10 * time.Millisecond
 }
 
-// procCPU is a process's user+system CPU so far; with children, also that of
-// its children it has waited for (PostgreSQL's exited backends).
-func procCPU(pid int, children bool) (time.Duration, error) {
-	f, err := procStat(pid)
-	if err != nil {
-		return 0, err
+// procCPU is a process's user+system CPU so far; with reaped, also that of
+// the children it has waited for (PostgreSQL's exited backends).
+func procCPU(pid int, reaped bool) time.Duration {
+	if reaped {
+		return ticks(procStat(pid)[11:15]...) // utime, stime, cutime, cstime: fields 14–17
 	}
-	if children {
-		return ticks(f[11:15]...) // utime, stime, cutime, cstime: fields 14–17
-	}
-	return ticks(f[11:13]...)
+	return ticks(procStat(pid)[11:13]...)
 }
 
 // children are the PIDs of root's child processes.
@@ -59,7 +46,7 @@ func children(root int) []int {
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		pid, _ := strconv.Atoi(filepath.Base(d))
-		if f, err := procStat(pid); err == nil && f[1] == strconv.Itoa(root) { // f[1]: the parent
+		if procStat(pid)[1] == strconv.Itoa(root) { // the parent
 			out = append(out, pid)
 		}
 	}
@@ -68,44 +55,28 @@ func children(root int) []int {
 
 // treeCPU is the CPU of a server that forks a process per connection: the
 // postmaster, its live children, and the children it has reaped.
-func treeCPU(root int) (time.Duration, error) {
-	total, err := procCPU(root, true)
-	if err != nil {
-		return 0, err
-	}
+func treeCPU(root int) time.Duration {
+	total := procCPU(root, true)
 	for _, pid := range children(root) {
-		if c, err := procCPU(pid, false); err == nil {
-			total += c
-		}
+		total += procCPU(pid, false)
 	}
-	return total, nil
+	return total
 }
 
-// peakRSS is a process's peak resident set (VmHWM) in bytes.
-func peakRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmHWM", pid)
+// peakRSS is a process's peak resident set (VmHWM) in bytes, 0 if unknown.
+func peakRSS(pid int) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	_, rest, _ := strings.Cut(string(b), "VmHWM:")
+	kb, _ := strconv.ParseInt(strings.Fields(rest + " 0")[0], 10, 64)
+	return kb * 1024
 }
 
 // busyCPU is the machine's non-idle CPU time so far, all cores together.
-func busyCPU() (time.Duration, error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal …
+func busyCPU() time.Duration {
+	b, _ := os.ReadFile("/proc/stat")
+	f := strings.Fields(string(b)) // cpu user nice system idle iowait irq softirq steal …
 	if len(f) < 9 || f[0] != "cpu" {
-		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+		return 0
 	}
 	return ticks(f[1], f[2], f[3], f[6], f[7], f[8]) // all but idle and iowait
 }
@@ -115,11 +86,9 @@ func busyCPU() (time.Duration, error) {
 func waitQuiet(maxBusy float64, limit time.Duration) float64 {
 	deadline := time.Now().Add(limit)
 	for {
-		b0, _ := busyCPU()
-		self0 := selfCPU()
+		b0, self0 := busyCPU(), selfCPU()
 		time.Sleep(5 * time.Second)
-		b1, _ := busyCPU()
-		busy := (b1 - b0 - (selfCPU() - self0)).Seconds() / 5
+		busy := (busyCPU() - b0 - (selfCPU() - self0)).Seconds() / 5
 		if busy <= maxBusy {
 			return busy
 		}
@@ -131,8 +100,4 @@ func waitQuiet(maxBusy float64, limit time.Duration) float64 {
 	}
 }
 
-// selfCPU is this process's CPU so far.
-func selfCPU() time.Duration {
-	c, _ := procCPU(os.Getpid(), false)
-	return c
-}
+func selfCPU() time.Duration { return procCPU(os.Getpid(), false) }

@@ -18,13 +18,12 @@ func perOp(d time.Duration, ops int) string {
 	return fmt.Sprintf("%.0f", float64(d)/float64(time.Microsecond)/float64(ops))
 }
 
-// renderReport is the Markdown docs/benchmarks.md shows: the runs, then the
-// targets of issue 11 checked against them.
-func renderReport(c config, rs []result, d drainResult) string {
+// renderReport is the debits' Markdown (docs/benchmarks.md): the runs, issue
+// 11's targets.
+func renderReport(c config, rs []result, drain string) string {
 	var b strings.Builder
 	writeRuns(&b, c, fmt.Sprintf("%d clients (%s), %d debits of 1 per service run", c.Clients, c.Client, c.Requests),
-		"scenario", "debits or tx", "debit", "**service** (HTTP API)", rs)
-	b.WriteString("\n| target (issue 11) | measured | |\n|---|---|---|\n")
+		"scenario", "debits or tx", "debit", "**service** (HTTP API)", 11, rs)
 	for i := 0; i+1 < len(rs); i++ {
 		s, p := rs[i], rs[i+1]
 		if s.What != "" || p.mode == "" { // a service run, then pgbench's
@@ -35,25 +34,22 @@ func renderReport(c config, rs []result, d drainResult) string {
 			want = 0.5
 		}
 		ratio := s.rate() / p.rate()
-		fmt.Fprintf(&b, "| %s: ≥ %.1f × pgbench running the same statements in the same round trips (`-M prepared`, pipelined as the service sends them) | %.0f / %.0f = **%.2f** | %s |\n",
-			s.Name, want, s.rate(), p.rate(), ratio, verdict(ratio >= want))
+		target(&b, ratio >= want, "%s: ≥ %.1f × pgbench running the same statements in the same round trips (`-M prepared`, pipelined as the service sends them) | %.0f / %.0f = **%.2f**",
+			s.Name, want, s.rate(), p.rate(), ratio)
 		if want == 0.6 {
 			p99 := s.pct(0.99)
 			cpu := float64(s.ServiceCPU) / float64(time.Microsecond) / float64(s.Ops)
-			fmt.Fprintf(&b, "| %s: p99 < 20 ms | **%s ms** | %s |\n", s.Name, ms(p99), verdict(p99 < 20*time.Millisecond))
-			fmt.Fprintf(&b, "| %s: service CPU < 200 µs per debit | **%.0f µs** | %s |\n", s.Name, cpu, verdict(cpu < 200))
+			target(&b, p99 < 20*time.Millisecond, "%s: p99 < 20 ms | **%s ms**", s.Name, ms(p99))
+			target(&b, cpu < 200, "%s: service CPU < 200 µs per debit | **%.0f µs**", s.Name, cpu)
 		}
 	}
-	fmt.Fprintf(&b, "| never overdrawn: %d concurrent debits of 1 against %d credits | %d succeeded, %d `insufficient_credits`, %d other; balance %d; invariants hold | %s |\n",
-		d.Requests, d.Credits, d.Created, d.Refused, d.Other, d.Balance, verdict(d.Created == d.Credits && d.Balance == 0 && d.Other == 0))
-	return b.String()
+	return b.String() + drain
 }
 
-// writeRuns writes the line that says when, where and what ran, then one
-// table row per run: first names the first column, ops what a row counts,
-// unit what the service's CPU is per, service how the service's runs are
-// named.
-func writeRuns(b *strings.Builder, c config, load, first, ops, unit, service string, rs []result) {
+// writeRuns writes the line that says when, where and what ran, a table row
+// per run (first names the first column, ops what a row counts, unit what the
+// service's CPU is per, service its runs) and the head of issue's targets.
+func writeRuns(b *strings.Builder, c config, load, first, ops, unit, service string, issue int, rs []result) {
 	rev, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
 	pgv, _ := exec.Command("psql", "--version").Output()
 	fmt.Fprintf(b, "Run %s UTC at %s, %s, %d cores, %s; %s, pgbench %d s per run",
@@ -75,6 +71,7 @@ func writeRuns(b *strings.Builder, c config, load, first, ops, unit, service str
 			perOp(r.ServiceCPU, r.Ops), perOp(r.PostgresCPU, r.Ops), perOp(r.ClientCPU, r.Ops),
 			float64(r.Statements)/float64(r.Ops), r.OtherCores, rss)
 	}
+	fmt.Fprintf(b, "\n| target (issue %d) | measured | |\n|---|---|---|\n", issue)
 }
 
 // pgbenchRun names pgbench's runs by -M mode.
@@ -83,9 +80,7 @@ var pgbenchRun = map[string]string{
 	"simple":   "pgbench, same SQL `-M simple`, a trip per statement",
 }
 
-func verdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "**missed**"
+// target writes a row of the targets: format's cells, then met or missed.
+func target(b *strings.Builder, ok bool, format string, args ...any) {
+	fmt.Fprintf(b, "| "+format+" | %s |\n", append(args, map[bool]string{true: "met", false: "**missed**"}[ok])...)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -13,22 +14,19 @@ import (
 	"github.com/creditgate/creditgate/pkg/webhook/svixsender"
 )
 
-// The capture's token that varies per new user (svix id, user id, email,
-// signup key, inside the body too): it becomes a pgbench variable.
-const captureToken = "capturebench"
-
-// runSignups measures the webhook's hot path — a signed user.created for a
-// new user, answered once its signup credits are committed — against
-// pgbench running the statement the service sends, at each number of
-// concurrent senders.
+// runSignups measures the webhook's hot path (a signed user.created for a new
+// user, answered once its signup credits are committed) at each number of
+// senders, against pgbench running the statement the service sends.
 func (b *bench) runSignups(ctx context.Context) error {
-	// The SQL of one new user, as the service sends it: the store's own
-	// code run once with the capture on.
+	// The SQL of one new user, as the service sends it: the store's own code
+	// run once with the capture on. token varies per new user (svix id, user
+	// id, email, signup key, inside the body too): it becomes a variable.
+	const token = "capturebench"
 	svc := &ledger.Service{Store: b.store, Decode: clerk.Decode, SignupCredits: ledger.DefaultSignupCredits}
-	user := "user_" + captureToken
+	user := "user_" + token
 	body := clerkevent.Event{Type: clerkevent.UserCreated, UserID: user, Email: clerkevent.EmailFor(user)}.MustBody()
 	stmts, err := b.hook.record(func() error {
-		res, err := svc.Process(ctx, ledger.Delivery{SvixID: "msg_" + captureToken, Body: body, ReceivedAt: time.Now()})
+		res, err := svc.Process(ctx, ledger.Delivery{SvixID: "msg_" + token, Body: body, ReceivedAt: time.Now()})
 		if err == nil && res.CreditsGranted != ledger.DefaultSignupCredits {
 			err = fmt.Errorf("the captured delivery granted %d credits: %+v", res.CreditsGranted, res)
 		}
@@ -38,18 +36,12 @@ func (b *bench) runSignups(ctx context.Context) error {
 		return fmt.Errorf("capture a new user: %w", err)
 	}
 	logf("a new user is %d statement(s) in %d round trip(s)", len(stmts), trips(stmts))
-	scripts, err := b.writeScripts(stmts, "signup", "\\set cg_n random(1, 9000000000000000000)\n",
-		[]*marker{{value: captureToken, expr: ":cg_n::text", text: true}})
-	if err != nil {
+	if err := b.writeScripts(stmts, "signup", "\\set cg_n random(1, 9000000000000000000)\n",
+		[]*marker{{value: token, expr: ":cg_n::text", text: true}}); err != nil {
 		return err
 	}
-	if b.Hold {
-		logf("holding the database until interrupted: psql %s; pgbench script %s", b.url, scripts["prepared"])
-		<-ctx.Done()
-		return nil
-	}
-	service, err := b.startService(ctx)
-	if err != nil {
+	service, err := b.startService(ctx, b.script("signup", "prepared"))
+	if err != nil || service == nil {
 		return err
 	}
 	defer service.stop()
@@ -61,7 +53,7 @@ func (b *bench) runSignups(ctx context.Context) error {
 			return err
 		}
 		gen := &svixsender.Generator{EventType: clerkevent.UserCreated, InstanceID: clerkevent.NewID("ins"), Unique: true}
-		rs, err := b.rows(ctx, service, fmt.Sprintf("%d senders", n), n, http.StatusOK, scripts, fmt.Sprintf("signup-%d", n),
+		rs, err := b.rows(ctx, service, fmt.Sprintf("%d senders", n), n, http.StatusOK, "signup", fmt.Sprintf("signup-%d", n),
 			func(k int, run string) (result, error) {
 				// The bodies of measured runs are built before the clock starts.
 				lr, err := svixsender.Load(ctx, sender, gen, k, n, run == "run")
@@ -72,31 +64,26 @@ func (b *bench) runSignups(ctx context.Context) error {
 		}
 		results = append(results, rs...)
 	}
-	// Every delivery made one user with its signup credits, once. (Not
-	// pgtest's full invariant check: over the ~150,000 users of a run it
-	// takes PostgreSQL many minutes.)
+	// Every delivery made one user with its signup credits, once (not pgtest's
+	// full invariant check: over a run's ~150,000 users it takes many minutes).
 	var users, credited, other, entries int
 	if err := b.db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM users),
 		(SELECT count(DISTINCT user_id) FROM credit_transactions WHERE reason = 'signup_bonus' AND amount = ?),
 		(SELECT count(*) FROM users WHERE available_credits <> ? OR used_credits <> 0),
 		(SELECT count(*) FROM credit_transactions)`,
-		ledger.DefaultSignupCredits, ledger.DefaultSignupCredits).Scan(&users, &credited, &other, &entries); err != nil {
-		return err
-	}
-	if users != credited || entries != users || other != 0 {
-		return fmt.Errorf("%d users, %d with a signup credit, %d ledger entries, %d with a balance other than %d",
-			users, credited, entries, other, ledger.DefaultSignupCredits)
+		ledger.DefaultSignupCredits, ledger.DefaultSignupCredits).Scan(&users, &credited, &other, &entries); err != nil ||
+		users != credited || entries != users || other != 0 {
+		return cmp.Or(err, fmt.Errorf("%d users, %d with a signup credit, %d ledger entries, %d with a balance other than %d",
+			users, credited, entries, other, ledger.DefaultSignupCredits))
 	}
 	return b.report("signups", renderSignupReport(b.config, results, users))
 }
 
-// renderSignupReport is the Markdown docs/benchmarks.md shows for the
-// webhook: the runs, then issue 12's targets checked against them.
+// renderSignupReport is the webhook's Markdown: the runs, issue 12's targets.
 func renderSignupReport(c config, rs []result, users int) string {
 	var b strings.Builder
 	writeRuns(&b, c, fmt.Sprintf("senders %v (%s), %d signed user.created per service run", c.Senders, c.Client, c.Requests),
-		"senders", "events or tx", "event", "**service** (signed webhook)", rs)
-	b.WriteString("\n| target (issue 12) | measured | |\n|---|---|---|\n")
+		"senders", "events or tx", "event", "**service** (signed webhook)", 12, rs)
 	var peak int64
 	for i, s := range rs {
 		if s.mode != "" {
@@ -104,19 +91,19 @@ func renderSignupReport(c config, rs []result, users int) string {
 		}
 		peak = max(peak, s.PeakRSS)
 		cpu := float64(s.ServiceCPU) / float64(time.Microsecond) / float64(s.Ops)
-		fmt.Fprintf(&b, "| %s: service CPU < 150 µs per new event | **%.0f µs** | %s |\n", s.Name, cpu, verdict(cpu < 150))
+		target(&b, cpu < 150, "%s: service CPU < 150 µs per new event | **%.0f µs**", s.Name, cpu)
 		if i+1 < len(rs) && rs[i+1].mode != "" && s.Clients == 16 {
 			p := rs[i+1]
 			ratio := s.rate() / p.rate()
-			fmt.Fprintf(&b, "| %s: ≥ 0.7 × pgbench `-M prepared` running the same statement | %.0f / %.0f = **%.2f** | %s |\n",
-				s.Name, s.rate(), p.rate(), ratio, verdict(ratio >= 0.7))
+			target(&b, ratio >= 0.7, "%s: ≥ 0.7 × pgbench `-M prepared` running the same statement | %.0f / %.0f = **%.2f**",
+				s.Name, s.rate(), p.rate(), ratio)
 		}
 		if s.Clients == 64 {
 			p99 := s.pct(0.99)
-			fmt.Fprintf(&b, "| %s: p99 < 50 ms | **%s ms** | %s |\n", s.Name, ms(p99), verdict(p99 < 50*time.Millisecond))
+			target(&b, p99 < 50*time.Millisecond, "%s: p99 < 50 ms | **%s ms**", s.Name, ms(p99))
 		}
 	}
-	fmt.Fprintf(&b, "| peak RSS < 64 MB | **%.1f MB** | %s |\n", float64(peak)/1e6, verdict(peak < 64e6))
+	target(&b, peak < 64e6, "peak RSS < 64 MB | **%.1f MB**", float64(peak)/1e6)
 	fmt.Fprintf(&b, "| every event one user with its signup credits, once | %d users, %d signup credits; invariants hold | met |\n", users, users)
 	return b.String()
 }

@@ -17,7 +17,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -27,9 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"os/user"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -83,6 +80,20 @@ type config struct {
 // webhook is the webhook binary, which make dev builds.
 func (c config) webhook() string { return filepath.Join(c.dir, "bin", "webhook") }
 
+// port is one of dev's listeners: the variable that moves it, its value, its
+// address and another value for the variable, for the advice when it is taken.
+type port struct{ name, value, addr, example string }
+
+func (c config) ports() []port {
+	pg := strconv.Itoa(c.pgPort)
+	return []port{
+		{"DEV_PG_PORT", pg, net.JoinHostPort("127.0.0.1", pg), "54339"},
+		{"HTTP_ADDR", c.httpAddr, c.httpAddr, "127.0.0.1:8088"},
+		{"METRICS_ADDR", c.metricsAddr, c.metricsAddr, "127.0.0.1:9098"},
+		{"API_ADDR", c.apiAddr, c.apiAddr, "127.0.0.1:8089"},
+	}
+}
+
 // load reads the configuration; relative paths are taken from the working
 // directory, which make sets to the checkout.
 func load(getenv func(string) string) (config, error) {
@@ -100,9 +111,9 @@ func load(getenv func(string) string) (config, error) {
 	if c.pgPort, err = strconv.Atoi(port); err != nil || c.pgPort < 1 || c.pgPort > 65535 {
 		return c, fmt.Errorf("DEV_PG_PORT=%q: want a port number", port)
 	}
-	for _, v := range []struct{ name, addr string }{{"HTTP_ADDR", c.httpAddr}, {"METRICS_ADDR", c.metricsAddr}, {"API_ADDR", c.apiAddr}} {
-		if _, _, err := net.SplitHostPort(v.addr); err != nil {
-			return c, fmt.Errorf("%s=%q: want host:port: %w", v.name, v.addr, err)
+	for _, p := range c.ports()[1:] {
+		if _, _, err := net.SplitHostPort(p.addr); err != nil {
+			return c, fmt.Errorf("%s=%q: want host:port: %w", p.name, p.addr, err)
 		}
 	}
 	return c, nil
@@ -116,17 +127,12 @@ func clusterDir(dir string) string {
 	if os.Geteuid() != 0 {
 		return in
 	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return in // pglocal.Start says what is missing.
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	if reachable(dir, uid, gid) {
+	// Without a postgres user, pglocal.Start says what is missing.
+	if u, err := pglocal.PostgresUser("PostgreSQL"); err != nil || reachable(dir, int(u.Uid), int(u.Gid)) {
 		return in
 	}
 	sum := sha256.Sum256([]byte(dir))
-	return filepath.Join("/var/tmp", "creditgate-dev-"+hex.EncodeToString(sum[:6]))
+	return filepath.Join("/var/tmp", fmt.Sprintf("creditgate-dev-%x", sum[:6]))
 }
 
 // reachable reports whether uid (primary group gid) may search every existing
@@ -134,11 +140,9 @@ func clusterDir(dir string) string {
 func reachable(dir string, uid, gid int) bool {
 	for d := dir; ; d = filepath.Dir(d) {
 		if fi, err := os.Stat(d); err == nil {
-			st, ok := fi.Sys().(*syscall.Stat_t)
+			st := fi.Sys().(*syscall.Stat_t)
 			search := os.FileMode(0o001) // others'
 			switch {
-			case !ok:
-				return false
 			case int(st.Uid) == uid:
 				search = 0o100
 			case int(st.Gid) == gid:
@@ -176,8 +180,14 @@ func run(ctx context.Context, restoreSignals func(), getenv func(string) string,
 	if err := stopLeftovers(ctx, c, stdout); err != nil {
 		return err
 	}
-	if err := checkPorts(c); err != nil {
-		return err
+	// Refuse ports something else listens on: dev starts its own PostgreSQL
+	// and would otherwise talk to (and migrate) whichever answers.
+	for _, p := range c.ports() {
+		l, err := net.Listen("tcp", p.addr)
+		if err != nil {
+			return portError(p)
+		}
+		l.Close()
 	}
 	bin := c.webhook()
 	if _, err := os.Stat(bin); err != nil {
@@ -191,7 +201,7 @@ func run(ctx context.Context, restoreSignals func(), getenv func(string) string,
 	pgLog := filepath.Join(c.dir, "postgres.log")
 	pg, err := pglocal.Start(ctx, pglocal.Options{Dir: c.pgDir, Port: c.pgPort, Fsync: true, LogFile: pgLog, StopWithParent: true})
 	if errors.Is(err, pglocal.ErrPortInUse) {
-		return portError("DEV_PG_PORT", strconv.Itoa(c.pgPort))
+		return portError(c.ports()[0])
 	} else if err != nil {
 		return fmt.Errorf("start PostgreSQL (log: %s): %w", pgLog, err)
 	}
@@ -238,25 +248,21 @@ Ctrl-C stops the service and PostgreSQL (data stays in %[6]s; make dev-reset del
 `, c.httpAddr, dbURL, secret, c.metricsAddr, secretFile, c.pgDir)
 
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(),
-		"DATABASE_URL="+dbURL,
-		"CLERK_WEBHOOK_SIGNING_SECRET="+secret,
-		"HTTP_ADDR="+c.httpAddr,
-		"METRICS_ADDR="+c.metricsAddr,
-		"API_ADDR="+c.apiAddr,
-		"LOG_FORMAT="+cmp.Or(getenv("LOG_FORMAT"), "text"),
-	)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "CLERK_WEBHOOK_SIGNING_SECRET="+secret,
+		"LOG_FORMAT="+cmp.Or(getenv("LOG_FORMAT"), "text"))
+	for _, p := range c.ports()[1:] {
+		cmd.Env = append(cmd.Env, p.name+"="+p.value)
+	}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	// Its own process group: a Ctrl-C reaches dev, which stops the webhook
 	// before PostgreSQL, rather than both at once.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	setParentDeathSignal(cmd.SysProcAttr)
-	exited, err := start(cmd)
+	webhook, err := pglocal.StartProcess(cmd, syscall.SIGTERM)
 	if err != nil {
 		return fmt.Errorf("start webhook: %w", err)
 	}
 	defer func() {
-		if stopErr := stopChild(cmd, exited); stopErr != nil && err == nil {
+		// The webhook drains for SHUTDOWN_TIMEOUT, 20 s by default.
+		if stopErr := webhook.Stop(syscall.SIGTERM, 30*time.Second); stopErr != nil && err == nil {
 			err = fmt.Errorf("stop webhook: %w", stopErr)
 		}
 		fmt.Fprintln(stdout, "dev: webhook stopped")
@@ -271,8 +277,8 @@ Ctrl-C stops the service and PostgreSQL (data stays in %[6]s; make dev-reset del
 				fmt.Fprintf(stdout, "dev: ready: POST http://%s/api/webhooks/clerk (pid %d)\n", c.httpAddr, os.Getpid())
 				poll.Stop()
 			}
-		case err := <-exited:
-			return fmt.Errorf("webhook exited: %w", cmp.Or(err, errors.New("exit status 0")))
+		case <-webhook.Exited():
+			return fmt.Errorf("webhook exited: %v", webhook.Cmd.ProcessState)
 		case <-ctx.Done():
 			// A second signal now kills dev at once; the kernel then
 			// stops the webhook and PostgreSQL (their parent-death signal).
@@ -280,45 +286,6 @@ Ctrl-C stops the service and PostgreSQL (data stays in %[6]s; make dev-reset del
 			fmt.Fprintf(stdout, "dev: stopping (%v)\n", context.Cause(ctx))
 			return nil
 		}
-	}
-}
-
-// start starts cmd and returns a channel that receives its Wait result, then
-// is closed. The goroutine that starts the child keeps its OS thread until
-// the child exits: the kernel sends a parent-death signal when the starting
-// thread exits, not the process (prctl(2)).
-func start(cmd *exec.Cmd) (<-chan error, error) {
-	started := make(chan error, 1)
-	exited := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		exited <- cmd.Wait()
-		close(exited)
-	}()
-	return exited, <-started
-}
-
-// stopChild asks cmd to stop (SIGTERM) and waits; after 30 s (the webhook
-// drains for SHUTDOWN_TIMEOUT, 20 s by default) it kills its process group.
-// Once cmd has exited and its result was received, it returns nil.
-func stopChild(cmd *exec.Cmd, exited <-chan error) error {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && !ee.Exited() {
-			return nil // ended by our signal
-		}
-		return err
-	case <-time.After(30 * time.Second):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		return fmt.Errorf("webhook did not stop within 30s: killed (%v)", <-exited)
 	}
 }
 
@@ -333,38 +300,16 @@ func ready(ctx context.Context, url string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// checkPorts refuses ports something else listens on: dev starts its own
-// PostgreSQL and would otherwise talk to (and migrate) whichever answers.
-func checkPorts(c config) error {
-	for _, p := range []struct{ name, value, addr string }{
-		{"DEV_PG_PORT", strconv.Itoa(c.pgPort), net.JoinHostPort("127.0.0.1", strconv.Itoa(c.pgPort))},
-		{"HTTP_ADDR", c.httpAddr, c.httpAddr},
-		{"METRICS_ADDR", c.metricsAddr, c.metricsAddr},
-		{"API_ADDR", c.apiAddr, c.apiAddr},
-	} {
-		l, err := net.Listen("tcp", p.addr)
-		if err != nil {
-			return portError(p.name, p.value)
-		}
-		l.Close()
-	}
-	return nil
-}
-
 // portError names the variable that moves the port, with an example, and
 // what listens on it when /proc tells.
-func portError(name, value string) error {
-	example := map[string]string{"DEV_PG_PORT": "54339", "HTTP_ADDR": "127.0.0.1:8088", "METRICS_ADDR": "127.0.0.1:9098",
-		"API_ADDR": "127.0.0.1:8089"}[name]
+func portError(p port) error {
 	holder := "another PostgreSQL, or another make dev?"
-	// value is a port or host:port (load checked which).
-	if port, err := strconv.Atoi(value[strings.LastIndexByte(value, ':')+1:]); err == nil {
-		if l := listener(port); l != "" {
-			holder = l
-		}
+	_, ps, _ := net.SplitHostPort(p.addr)
+	if n, err := strconv.Atoi(ps); err == nil {
+		holder = cmp.Or(listener(n), holder)
 	}
 	return fmt.Errorf("%s=%s is in use by a program make dev did not start (%s): stop it, or choose a free port, e.g. `%s=%s make dev`",
-		name, value, holder, name, example)
+		p.name, p.value, holder, p.name, p.example)
 }
 
 // stopLeftovers stops a PostgreSQL on this checkout's cluster and webhooks
@@ -455,11 +400,10 @@ func (e *busyError) Error() string {
 
 // lockWait takes dir's lock, stopping (SIGTERM) the dev that holds it first.
 func lockWait(ctx context.Context, dir string, stdout io.Writer) (func(), error) {
-	signalled := false
-	for {
+	for signalled := false; ; time.Sleep(50 * time.Millisecond) {
 		unlock, err := lock(dir)
-		var busy *busyError
-		if !errors.As(err, &busy) {
+		busy, ok := errors.AsType[*busyError](err)
+		if !ok {
 			return unlock, err
 		}
 		if pid, perr := strconv.Atoi(busy.pid); perr == nil && !signalled {
@@ -470,7 +414,6 @@ func lockWait(ctx context.Context, dir string, stdout io.Writer) (func(), error)
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w (still held after %v)", err, ctx.Err())
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

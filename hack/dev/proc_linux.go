@@ -9,9 +9,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
-)
 
-func setParentDeathSignal(attr *syscall.SysProcAttr) { attr.Pdeathsig = syscall.SIGTERM }
+	"github.com/creditgate/creditgate/pkg/pglocal"
+)
 
 // stopWithParent has the kernel send this process SIGTERM when its parent
 // dies (make killed by SIGKILL). make is single-threaded, so the parent's
@@ -20,28 +20,26 @@ func stopWithParent() {
 	_, _, _ = syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0)
 }
 
-// watchParent calls stop when the process that started dev exits, or when
-// that process is GNU make and has begun handling a SIGINT. make passes
-// SIGTERM on to its recipe but not SIGINT, which it expects the terminal to
-// have sent to the whole process group (Ctrl-C): sent to make alone, it would
-// stop nothing. make's handler first resets SIGINT to its default action,
-// which /proc shows (nothing else in make changes that handler).
+// watchParent calls stop when the process that started dev is GNU make and
+// has begun handling a SIGINT (make's death reaches dev as SIGTERM, from
+// stopWithParent). make passes SIGTERM on to its recipe but not SIGINT, which
+// it expects the terminal to have sent to the whole process group (Ctrl-C):
+// sent to make alone, it would stop nothing. make's handler first resets
+// SIGINT to its default action, which /proc shows (nothing else in make
+// changes that handler).
 func watchParent(ctx context.Context, stop context.CancelCauseFunc) {
 	ppid := os.Getppid()
 	comm, _ := os.ReadFile("/proc/" + strconv.Itoa(ppid) + "/comm")
-	name := strings.TrimSpace(string(comm))
-	caught, ok := catchesSIGINT(ppid)
-	watchINT := (name == "make" || name == "gmake") && ok && caught
+	if name := strings.TrimSpace(string(comm)); name != "make" && name != "gmake" {
+		return
+	}
+	if caught, ok := catchesSIGINT(ppid); !ok || !caught {
+		return
+	}
 	for ctx.Err() == nil {
-		if os.Getppid() != ppid {
-			stop(errors.New("the parent process exited"))
+		if caught, ok := catchesSIGINT(ppid); ok && !caught {
+			stop(errors.New("make got SIGINT"))
 			return
-		}
-		if watchINT {
-			if caught, ok := catchesSIGINT(ppid); ok && !caught {
-				stop(errors.New("make got SIGINT"))
-				return
-			}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -50,17 +48,11 @@ func watchParent(ctx context.Context, stop context.CancelCauseFunc) {
 // catchesSIGINT reports whether pid has a SIGINT handler (its SigCgt mask in
 // /proc/pid/status); ok is false when that cannot be read.
 func catchesSIGINT(pid int) (caught, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return false, false
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, found := strings.CutPrefix(line, "SigCgt:"); found {
-			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return mask&(1<<(syscall.SIGINT-1)) != 0, err == nil
-		}
-	}
-	return false, false
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	_, v, _ := strings.Cut(string(b), "\nSigCgt:")
+	v, _, _ = strings.Cut(v, "\n")
+	mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+	return mask&(1<<(syscall.SIGINT-1)) != 0, err == nil
 }
 
 // process is one entry of /proc.
@@ -71,7 +63,8 @@ type process struct {
 	args []string
 }
 
-// processes lists the processes whose /proc entries this user may read.
+// processes lists the processes whose /proc entries this user may read (a
+// zombie has no executable, directory or command line left).
 func processes() []process {
 	ents, _ := os.ReadDir("/proc")
 	var ps []process
@@ -88,19 +81,9 @@ func processes() []process {
 		if b, _ := os.ReadFile(dir + "cmdline"); len(b) > 0 {
 			p.args = strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 		}
-		if alive(pid) {
-			ps = append(ps, p)
-		}
+		ps = append(ps, p)
 	}
 	return ps
-}
-
-// alive reports whether pid is a process that has not exited (a zombie has).
-func alive(pid int) bool {
-	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	// pid (comm) state …: comm may hold spaces and parentheses.
-	i := strings.LastIndexByte(string(b), ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
 // stopStrays stops (SIGTERM, then SIGKILL once ctx is done) the processes
@@ -114,7 +97,7 @@ func stopStrays(ctx context.Context, exe string) []int {
 		}
 	}
 	for _, pid := range pids {
-		for alive(pid) {
+		for pglocal.Alive(pid) {
 			if ctx.Err() != nil {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}

@@ -2,12 +2,7 @@
 
 package main
 
-import (
-	"context"
-	"syscall"
-)
-
-func setParentDeathSignal(*syscall.SysProcAttr) {}
+import "context"
 
 func stopWithParent() {}
 

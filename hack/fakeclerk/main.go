@@ -1,7 +1,7 @@
 // Command fakeclerk serves clerkfake, the fake Clerk Backend API, as a
-// process for the dev run and e2e. Point the Clerk client's BackendConfig.URL
-// at http://<addr>/v1 and drive the fake (users, faults, call record) through
-// its admin API under http://<addr>/_fake/.
+// process for local runs. Point the Clerk client's BackendConfig.URL at
+// http://<addr>/v1 and drive the fake (users, faults, rate limit, call record)
+// through its admin API under http://<addr>/_fake/.
 //
 //	go run ./hack/fakeclerk -addr 127.0.0.1:8081 -secret-key sk_test_x -seed-users 50
 package main
@@ -27,10 +27,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(ctx, os.Args[1:], logger); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
+	if err := run(ctx, os.Args[1:], logger); err != nil && !errors.Is(err, flag.ErrHelp) {
 		logger.Error("fakeclerk failed", "error", err)
 		os.Exit(1)
 	}
@@ -41,8 +38,6 @@ func run(ctx context.Context, args []string, logger *slog.Logger) error {
 	addr := fs.String("addr", "127.0.0.1:8081", "address to listen on")
 	secretKey := fs.String("secret-key", "", "require \"Authorization: Bearer <`key`>\" on the Backend API; empty accepts any")
 	seedUsers := fs.Int("seed-users", 0, "start with this many users, signed up a minute apart up to now")
-	rateLimit := fs.Int("rate-limit", 0, "metadata writes allowed per user per -rate-window (Clerk-like: 10); 0 means no limit")
-	rateWindow := fs.Duration("rate-window", 10*time.Second, "window of -rate-limit")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -52,58 +47,35 @@ func run(ctx context.Context, args []string, logger *slog.Logger) error {
 	if *seedUsers < 0 {
 		return fmt.Errorf("-seed-users must be 0 or more, got %d", *seedUsers)
 	}
-	if *rateLimit > 0 && *rateWindow <= 0 {
-		return fmt.Errorf("-rate-window must be positive, got %s", *rateWindow)
-	}
 
 	fake := clerkfake.New()
 	fake.SetSecretKey(*secretKey)
-	fake.SetRateLimit(*rateLimit, *rateWindow)
-	fake.AddUsers(seeds(*seedUsers, time.Now())...)
+	start := time.Now().Truncate(time.Second).Add(-time.Duration(*seedUsers) * time.Minute)
+	for i := range *seedUsers {
+		fake.AddUser(clerkfake.User{
+			ID:        fmt.Sprintf("user_seed%05d", i+1),
+			Email:     fmt.Sprintf("seed%05d@example.test", i+1),
+			CreatedAt: start.Add(time.Duration(i) * time.Minute),
+		})
+	}
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", *addr, err)
+		return err
 	}
-	srv := &http.Server{
-		Handler:           logRequests(logger, fake),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	logger.Info("serving fake Clerk Backend API",
-		"api_url", "http://"+ln.Addr().String()+"/v1",
-		"admin_url", "http://"+ln.Addr().String()+"/_fake/",
-		"seed_users", *seedUsers,
-		"secret_key_required", *secretKey != "",
-		"rate_limit", *rateLimit)
-
+	logger.Info("serving fake Clerk Backend API", "api_url", "http://"+ln.Addr().String()+"/v1",
+		"admin_url", "http://"+ln.Addr().String()+"/_fake/", "seed_users", *seedUsers, "secret_key_required", *secretKey != "")
+	srv := &http.Server{Handler: logRequests(logger, fake), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
+		return err
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shut down: %w", err)
-	}
-	logger.Info("stopped")
-	return nil
-}
-
-// seeds returns n users whose sign-ups end a minute before now, oldest first.
-func seeds(n int, now time.Time) []clerkfake.User {
-	users := make([]clerkfake.User, n)
-	start := now.Truncate(time.Second).Add(-time.Duration(n) * time.Minute)
-	for i := range n {
-		users[i] = clerkfake.User{
-			ID:        fmt.Sprintf("user_seed%05d", i+1),
-			Email:     fmt.Sprintf("seed%05d@example.test", i+1),
-			CreatedAt: start.Add(time.Duration(i) * time.Minute),
-		}
-	}
-	return users
+	return srv.Shutdown(shutdownCtx)
 }
 
 // logRequests logs one line per request. The query is left out: Clerk
@@ -113,16 +85,12 @@ func logRequests(logger *slog.Logger, next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		logger.Info("request",
-			"method", r.Method,
-			"path", r.URL.Path,
-			"status", cmp.Or(sw.status, http.StatusOK),
-			"duration_ms", time.Since(start).Milliseconds())
+		logger.Info("request", "method", r.Method, "path", r.URL.Path,
+			"status", cmp.Or(sw.status, http.StatusOK), "duration_ms", time.Since(start).Milliseconds())
 	})
 }
 
 // statusWriter records the first status set through it; none means 200.
-// (clerkfake never sets one after writing, which net/http would ignore.)
 type statusWriter struct {
 	http.ResponseWriter
 	status int

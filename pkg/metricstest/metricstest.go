@@ -26,16 +26,11 @@ func Value(t T, g prometheus.Gatherer, name string, labelPairs ...string) float6
 	if len(labelPairs)%2 != 0 {
 		t.Fatalf("metricstest.Value(%s): label pairs %q are not name/value pairs", name, labelPairs)
 	}
-	var found []float64
-	for _, m := range series(t, g, name) {
-		if matches(m, labelPairs) {
-			found = append(found, value(m))
-		}
-	}
+	found := series(t, g, name, labelPairs)
 	if len(found) != 1 {
 		t.Fatalf("metricstest.Value: %d series %s%v, want exactly one", len(found), name, labelPairs)
 	}
-	return found[0]
+	return value(found[0])
 }
 
 // ByLabel returns the values of the series name whose labels include the given
@@ -43,10 +38,7 @@ func Value(t T, g prometheus.Gatherer, name string, labelPairs ...string) float6
 func ByLabel(t T, g prometheus.Gatherer, name, key string, labelPairs ...string) map[string]float64 {
 	t.Helper()
 	out := map[string]float64{}
-	for _, m := range series(t, g, name) {
-		if !matches(m, labelPairs) {
-			continue
-		}
+	for _, m := range series(t, g, name, labelPairs) {
 		for _, lp := range m.GetLabel() {
 			if lp.GetName() == key {
 				out[lp.GetValue()] += value(m)
@@ -56,38 +48,31 @@ func ByLabel(t T, g prometheus.Gatherer, name, key string, labelPairs ...string)
 	return out
 }
 
-func series(t T, g prometheus.Gatherer, name string) []*dto.Metric {
+// series returns the series name whose labels include labelPairs.
+func series(t T, g prometheus.Gatherer, name string, labelPairs []string) []*dto.Metric {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
 		t.Fatalf("gather metrics: %v", err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()
-		}
+	f := slices.IndexFunc(mfs, func(mf *dto.MetricFamily) bool { return mf.GetName() == name })
+	if f < 0 {
+		return nil
 	}
-	return nil
+	return slices.DeleteFunc(mfs[f].GetMetric(), func(m *dto.Metric) bool {
+		for i := 0; i+1 < len(labelPairs); i += 2 {
+			if !slices.ContainsFunc(m.GetLabel(), func(lp *dto.LabelPair) bool {
+				return lp.GetName() == labelPairs[i] && lp.GetValue() == labelPairs[i+1]
+			}) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
-func matches(m *dto.Metric, labelPairs []string) bool {
-	for i := 0; i+1 < len(labelPairs); i += 2 {
-		if !slices.ContainsFunc(m.GetLabel(), func(lp *dto.LabelPair) bool {
-			return lp.GetName() == labelPairs[i] && lp.GetValue() == labelPairs[i+1]
-		}) {
-			return false
-		}
-	}
-	return true
-}
-
+// value is the series' counter, gauge or untyped value: one of them is set,
+// and the getters of the others return 0.
 func value(m *dto.Metric) float64 {
-	switch {
-	case m.Counter != nil:
-		return m.GetCounter().GetValue()
-	case m.Gauge != nil:
-		return m.GetGauge().GetValue()
-	default:
-		return m.GetUntyped().GetValue()
-	}
+	return m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
 }

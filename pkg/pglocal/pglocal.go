@@ -1,7 +1,7 @@
 // Package pglocal starts a throwaway PostgreSQL cluster from the binaries
 // installed on this machine, on a free loopback port, for tests, benchmarks
-// and the local dev run. As root it runs the server as the postgres user,
-// because PostgreSQL refuses to run as root.
+// and the local dev run, and the child processes they need. As root it runs
+// the server as the postgres user, because PostgreSQL refuses to run as root.
 package pglocal
 
 import (
@@ -32,25 +32,17 @@ var ErrNoBinaries = errors.New("no PostgreSQL server binaries found (initdb, pos
 
 // Options configures Start.
 type Options struct {
-	// Dir holds the cluster; empty means a new temporary directory, removed by Close.
-	Dir string
-	// Port to listen on (127.0.0.1); 0 picks a free one.
-	Port int
-	// Fsync keeps fsync on (for benchmarks); tests turn it off for speed.
-	Fsync bool
-	// Settings are extra postgres -c name=value settings.
-	Settings map[string]string
-	// LogFile receives the server's output; empty discards it.
-	LogFile string
+	Dir      string            // holds the cluster; "" means a new temporary directory, removed by Close
+	Port     int               // to listen on (127.0.0.1); 0 picks a free one
+	Fsync    bool              // keeps fsync on (for benchmarks); tests turn it off for speed
+	Settings map[string]string // extra postgres -c name=value settings
+	LogFile  string            // receives the server's output; "" discards it
 	// ListenAddresses adds addresses to listen on besides 127.0.0.1 (e.g. the
 	// node IP, so that pods reach the server like a managed database).
 	ListenAddresses []string
-	// TrustCIDRs lets clients from these networks in without a password
-	// (test clusters only).
-	TrustCIDRs []string
-	// StopWithParent has the kernel ask the server for a fast shutdown
-	// (SIGINT) when the process that started it dies, even by SIGKILL
-	// (Linux only; elsewhere it is ignored).
+	TrustCIDRs      []string // lets clients from these networks in without a password (test clusters only)
+	// StopWithParent has the kernel ask the server for a fast shutdown (SIGINT)
+	// when the process that started it dies, even by SIGKILL (Linux only).
 	StopWithParent bool
 }
 
@@ -61,59 +53,51 @@ type Server struct {
 	bin     string
 	opts    Options
 	cred    *syscall.Credential
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	proc    *Process
 	tempDir bool
 }
 
-// FindBin returns the directory holding initdb, postgres, pg_isready and
-// psql: PG_BIN if set, then the newest /usr/lib/postgresql/*/bin, then the
-// directory of initdb on PATH (symlinks resolved).
+// FindBin returns the directory holding initdb, postgres and psql: PG_BIN if
+// set, then the newest /usr/lib/postgresql/*/bin, then the directory of
+// initdb on PATH (symlinks resolved).
 func FindBin() (string, error) {
+	complete := func(dir string) bool {
+		return !slices.ContainsFunc([]string{"initdb", "postgres", "psql"}, func(b string) bool {
+			_, err := os.Stat(filepath.Join(dir, b))
+			return err != nil
+		})
+	}
 	if d := os.Getenv("PG_BIN"); d != "" {
 		if !complete(d) {
-			return "", fmt.Errorf("PG_BIN=%s lacks initdb, postgres, pg_isready or psql", d)
+			return "", fmt.Errorf("PG_BIN=%s lacks initdb, postgres or psql", d)
 		}
 		return d, nil
 	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	version := func(dir string) int {
+		n, _ := strconv.Atoi(filepath.Base(filepath.Dir(dir)))
+		return n
+	}
 	slices.SortFunc(dirs, func(a, b string) int { return version(b) - version(a) })
 	if p, err := exec.LookPath("initdb"); err == nil {
 		if r, err := filepath.EvalSymlinks(p); err == nil {
 			dirs = append(dirs, filepath.Dir(r))
 		}
 	}
-	for _, d := range dirs {
-		if complete(d) {
-			return d, nil
-		}
+	if i := slices.IndexFunc(dirs, complete); i >= 0 {
+		return dirs[i], nil
 	}
 	return "", ErrNoBinaries
 }
 
-func complete(dir string) bool {
-	for _, b := range []string{"initdb", "postgres", "pg_isready", "psql"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			return false
-		}
-	}
-	return true
-}
-
-func version(dir string) int {
-	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(dir)))
-	return n
-}
-
 // Start initialises a cluster (unless Dir already holds one) and starts it.
-func Start(ctx context.Context, opts Options) (*Server, error) {
-	bin, err := FindBin()
-	if err != nil {
+func Start(ctx context.Context, opts Options) (_ *Server, err error) {
+	s := &Server{opts: opts, Dir: opts.Dir, Port: opts.Port}
+	if s.bin, err = FindBin(); err != nil {
 		return nil, err
 	}
-	s := &Server{bin: bin, opts: opts, Dir: opts.Dir, Port: opts.Port}
 	if os.Geteuid() == 0 {
-		if s.cred, err = postgresUser("PostgreSQL"); err != nil {
+		if s.cred, err = PostgresUser("PostgreSQL"); err != nil {
 			return nil, err
 		}
 	}
@@ -123,18 +107,13 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}
 		s.tempDir = true
 	}
-	if err := s.start(ctx); err != nil {
-		s.cleanup()
-		return nil, err
-	}
-	return s, nil
-}
-
-// start makes the cluster's directory the server's, initialises the cluster
-// if it has to, and starts the server.
-func (s *Server) start(ctx context.Context) error {
+	defer func() {
+		if err != nil && s.tempDir {
+			_ = os.RemoveAll(s.Dir)
+		}
+	}()
 	if err := own(s.Dir, s.cred); err != nil {
-		return err
+		return nil, err
 	}
 	data := filepath.Join(s.Dir, "data")
 	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
@@ -146,24 +125,26 @@ func (s *Server) start(ctx context.Context) error {
 		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 		cmd.WaitDelay = 10 * time.Second
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("initdb: %w\n%s", err, out)
+			return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 		}
 	}
 	if err := s.allow(filepath.Join(data, "pg_hba.conf")); err != nil {
-		return err
+		return nil, err
 	}
 	if s.Port == 0 {
-		var err error
 		if s.Port, err = freePort(); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return s.Restart(ctx)
+	if err := s.Restart(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
-// postgresUser is the credential of the postgres user, for running prog,
+// PostgresUser is the credential of the postgres user, for running prog,
 // which refuses to run as root.
-func postgresUser(prog string) (*syscall.Credential, error) {
+func PostgresUser(prog string) (*syscall.Credential, error) {
 	u, err := user.Lookup("postgres")
 	if err != nil {
 		return nil, fmt.Errorf("running as root, and %s refuses to: create a 'postgres' user (the Debian package does) or run as another user", prog)
@@ -197,18 +178,15 @@ func (s *Server) Restart(ctx context.Context) error {
 	for _, k := range slices.Sorted(maps.Keys(s.opts.Settings)) {
 		args = append(args, "-c", k+"="+s.opts.Settings[k])
 	}
-	// A server already on the port would answer pg_isready for ours, which
-	// then fails to bind and exits: refuse the port instead of using it.
+	// A server already on the port would take our clients, while ours fails
+	// to bind and exits: refuse the port instead of using it.
 	l, err := net.Listen("tcp", loopback(s.Port))
 	if err != nil {
 		return fmt.Errorf("port %d: %w", s.Port, ErrPortInUse)
 	}
 	l.Close()
 	cmd := exec.Command(filepath.Join(s.bin, "postgres"), args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Setpgid: true}
-	if s.opts.StopWithParent {
-		stopWithParent(cmd.SysProcAttr)
-	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
 	if s.opts.LogFile != "" {
 		f, err := os.OpenFile(s.opts.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
@@ -217,39 +195,21 @@ func (s *Server) Restart(ctx context.Context) error {
 		defer f.Close()
 		cmd.Stdout, cmd.Stderr = f, f
 	}
-	exited := make(chan struct{})
-	started := make(chan error, 1)
-	go func() {
-		if s.opts.StopWithParent {
-			// The parent-death signal follows the thread that started the
-			// child, not the process (prctl(2)): keep this goroutine on its
-			// own thread until the server is gone, so that no thread exit
-			// in between stops it.
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-		}
-		err := cmd.Start()
-		started <- err
-		if err == nil {
-			_ = cmd.Wait()
-			close(exited)
-		}
-	}()
-	if err := <-started; err != nil {
+	stopSig := syscall.Signal(0)
+	if s.opts.StopWithParent {
+		stopSig = syscall.SIGINT
+	}
+	if s.proc, err = StartProcess(cmd, stopSig); err != nil {
 		return fmt.Errorf("start postgres: %w", err)
 	}
-	s.cmd = cmd
-	s.exited = exited
-
 	waitCtx, cancel := context.WithTimeoutCause(ctx, 30*time.Second, errors.New("postgres did not accept connections within 30s"))
 	defer cancel()
-	err = poll(waitCtx, exited, 50*time.Millisecond, func() bool {
-		// Ready only when our own postmaster says so in its pid file (an
-		// answer on the port alone could come from another server), and
-		// accepting queries, which pg_isready tells.
+	err = poll(waitCtx, s.proc.exited, 50*time.Millisecond, func() bool {
+		// Ready when our own postmaster says it accepts connections in its
+		// pid file, which is what pg_ctl waits for (an answer on the port
+		// alone could come from another server).
 		pid, status, err := readPIDFile(data)
-		return err == nil && pid == cmd.Process.Pid && status == "ready" &&
-			exec.Command(filepath.Join(s.bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(s.Port)).Run() == nil
+		return err == nil && pid == cmd.Process.Pid && status == "ready"
 	})
 	if errors.Is(err, errExited) {
 		return errors.New("postgres exited during start-up (see its log)")
@@ -258,6 +218,61 @@ func (s *Server) Restart(ctx context.Context) error {
 		_ = s.Stop()
 	}
 	return err
+}
+
+// Process is a child process started by StartProcess.
+type Process struct {
+	Cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// StartProcess starts cmd in a process group of its own. With a stopSig, the
+// kernel sends cmd that signal when this process dies, even by SIGKILL (Linux
+// only), or rather the thread that started cmd (prctl(2)): that goroutine
+// keeps its thread until cmd exits.
+func StartProcess(cmd *exec.Cmd, stopSig syscall.Signal) (*Process, error) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	stopWithParent(cmd.SysProcAttr, stopSig)
+	p := &Process{Cmd: cmd, exited: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			_ = cmd.Wait()
+			close(p.exited)
+		}
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Exited is closed once the process has exited (Cmd.ProcessState tells how).
+func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// Stop sends the process sig and waits until it exits; after timeout it kills
+// the process group. It returns an error for a non-zero exit status, not when
+// a signal ended the process.
+func (p *Process) Stop(sig os.Signal, timeout time.Duration) error {
+	_ = p.Cmd.Process.Signal(sig) // fails once the process has exited
+	select {
+	case <-p.exited:
+	case <-time.After(timeout):
+		_ = syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL)
+		<-p.exited
+		return fmt.Errorf("did not stop within %v: killed", timeout)
+	}
+	if st := p.Cmd.ProcessState; st.Exited() && !st.Success() {
+		return errors.New(st.String())
+	}
+	return nil
 }
 
 // errExited is poll's error when the process it waits for exits.
@@ -278,10 +293,9 @@ func poll(ctx context.Context, exited <-chan struct{}, interval time.Duration, r
 	return nil
 }
 
-// readPIDFile reads the pid and the status ("starting", "ready", "stopping",
-// …) of the postmaster of the cluster in data from postmaster.pid
-// (PostgreSQL's miscadmin.h, LOCK_FILE_LINE_*). PostgreSQL 10 and later
-// write the status; the file is written before the server binds its port.
+// readPIDFile reads the pid and the status ("starting", "ready", …) of the
+// postmaster of the cluster in data from postmaster.pid (PostgreSQL's
+// miscadmin.h, LOCK_FILE_LINE_*; the status since PostgreSQL 10).
 func readPIDFile(data string) (pid int, status string, err error) {
 	b, err := os.ReadFile(filepath.Join(data, "postmaster.pid"))
 	if err != nil {
@@ -335,31 +349,19 @@ func (s *Server) URL(name string) string {
 // Stop shuts the server down fast (in-flight transactions are rolled back)
 // and waits for it to exit.
 func (s *Server) Stop() error {
-	if s.cmd == nil {
-		return nil
-	}
-	// Once the server has exited, Signal fails and exited is closed.
-	_ = s.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-s.exited:
-	case <-time.After(30 * time.Second):
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.exited
+	if s.proc != nil {
+		_ = s.proc.Stop(syscall.SIGINT, 30*time.Second)
 	}
 	return nil
 }
 
 // Close stops the server and removes a temporary cluster.
 func (s *Server) Close() error {
-	err := s.Stop()
-	s.cleanup()
-	return err
-}
-
-func (s *Server) cleanup() {
+	_ = s.Stop()
 	if s.tempDir {
-		_ = os.RemoveAll(s.Dir)
+		return os.RemoveAll(s.Dir)
 	}
+	return nil
 }
 
 func freePort() (int, error) {

@@ -64,10 +64,10 @@ func TestStopLeftover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pid != s.cmd.Process.Pid {
-		t.Errorf("StopLeftover = pid %d, want the server's %d", pid, s.cmd.Process.Pid)
+	if pid != s.proc.Cmd.Process.Pid {
+		t.Errorf("StopLeftover = pid %d, want the server's %d", pid, s.proc.Cmd.Process.Pid)
 	}
-	<-s.exited
+	<-s.proc.Exited()
 	if pid, err := StopLeftover(ctx, dir); pid != 0 || err != nil {
 		t.Errorf("StopLeftover with nothing running = %d, %v; want 0, nil", pid, err)
 	}

@@ -76,11 +76,11 @@ const sharedURLEnv = "CREDITGATE_PGTEST_PARENT_URL"
 
 func setup(ctx context.Context) error {
 	var err error
-	raw, name := os.Getenv("TEST_DATABASE_URL"), "TEST_DATABASE_URL"
-	if raw == "" {
-		raw, name = os.Getenv(sharedURLEnv), sharedURLEnv
+	name := "TEST_DATABASE_URL"
+	if os.Getenv(name) == "" {
+		name = sharedURLEnv
 	}
-	if raw != "" {
+	if raw := os.Getenv(name); raw != "" {
 		if baseURL, err = url.Parse(raw); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -100,15 +100,15 @@ func setup(ctx context.Context) error {
 		if mode == "simple_protocol" {
 			statementMode = mode
 		}
-		bouncer, err = pglocal.StartBouncer(ctx, pglocal.BouncerOptions{Server: baseURL.Host})
-		if err != nil {
+		if bouncer, err = pglocal.StartBouncer(ctx, baseURL.Host); err != nil {
 			return fmt.Errorf("TEST_PGBOUNCER: %w", err)
 		}
-		raw, _ := bouncer.URL(baseURL.String())
-		clientURL, _ = url.Parse(raw)
-		q := clientURL.Query()
+		u := *baseURL
+		u.Host = bouncer.Addr
+		q := u.Query()
 		q.Set("default_query_exec_mode", statementMode)
-		clientURL.RawQuery = q.Encode()
+		u.RawQuery = q.Encode()
+		clientURL = &u
 	}
 	admin, err = postgres.Open(withDB(baseURL, "postgres"), postgres.Options{MaxConns: 2})
 	if err != nil {

@@ -5,8 +5,7 @@
 // (loadable by `ctr -n k8s.io image import`, `kind load image-archive` and
 // `docker load`). See docs/image.md.
 //
-//	go run ./image [-tag creditgate:dev] [-out FILE] [-version V] [-extract DIR]
-//	go run ./image -from FILE -extract DIR   # unpack an existing tarball
+//	go run ./image [-tag creditgate:dev] [-out FILE] [-version V]
 //	go run ./image -tool pause               # hack/tools/pause as creditgate.local/pause:3.10
 //	go run ./image -tool echo                # hack/tools/echo as creditgate.local/echo:dev
 package main
@@ -65,8 +64,6 @@ type options struct {
 	source  string
 	ca      string
 	arch    string
-	extract string
-	from    string
 	tool    string
 	created time.Time // from SOURCE_DATE_EPOCH
 }
@@ -82,8 +79,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fl.StringVar(&o.source, "source", defaultSource, "org.opencontainers.image.source label")
 	fl.StringVar(&o.ca, "ca", defaultCA, "CA bundle copied to "+defaultCA+` in the image; "" for none`)
 	fl.StringVar(&o.arch, "arch", "amd64", "GOARCH of the binaries and the image")
-	fl.StringVar(&o.extract, "extract", "", "also unpack the image's filesystem into this directory")
-	fl.StringVar(&o.from, "from", "", "read this tarball instead of building (use with -extract)")
 	fl.StringVar(&o.tool, "tool", "", "build hack/tools/NAME (pause, echo) into a one-binary image instead")
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -93,17 +88,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if fl.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fl.Args())
-	}
-
-	if o.from != "" {
-		if o.extract == "" {
-			return errors.New("-from needs -extract")
-		}
-		img, err := oci.ReadTarball(o.from, "")
-		if err != nil {
-			return err
-		}
-		return extract(img, o.extract, stdout)
 	}
 
 	if err := o.fill(ctx, getenv); err != nil {
@@ -145,9 +129,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fmt.Fprintf(stdout, "image %s (%s, version %s): %s, %.1f MB, in %s\n",
 		o.tag, digest, o.version, o.out, float64(st.Size())/1e6, time.Since(start).Round(100*time.Millisecond))
-	if o.extract != "" {
-		return extract(img, o.extract, stdout)
-	}
 	return nil
 }
 
@@ -309,17 +290,6 @@ func goBuild(ctx context.Context, dir, arch, ldflags, out string, stderr io.Writ
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("go build %s in %s: %w", strings.Join(pkgs, " "), dir, err)
 	}
-	return nil
-}
-
-func extract(img v1.Image, dir string, stdout io.Writer) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("make %s: %w", dir, err)
-	}
-	if err := oci.Extract(img, dir); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "extracted the image filesystem into %s\n", dir)
 	return nil
 }
 

@@ -75,24 +75,13 @@ var (
 	lastNames  = []string{"Lovelace", "Hopper", "Turing", "Liskov", "Dijkstra", "Allen", "Thompson", "Perlman"}
 )
 
-// envelope is Clerk's event envelope; its fields, like those of the objects
-// below, are in Clerk's alphabetical order.
-type envelope struct {
-	Data            any             `json:"data"`
-	EventAttributes json.RawMessage `json:"event_attributes"`
-	InstanceID      string          `json:"instance_id"`
-	Object          string          `json:"object"`
-	Timestamp       int64           `json:"timestamp"`
-	Type            string          `json:"type"`
-}
-
 // eventAttributes are the same for every event: a browser's sign-up request.
 var eventAttributes = json.RawMessage(`{"http_request":{"client_ip":"192.0.2.10","user_agent":` +
 	`"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"}}`)
 
-// User is Clerk's User object: what user.created and user.updated events
-// carry, and what the Backend API answers (the fake Clerk API renders its
-// users with it).
+// User is Clerk's User object, its fields (like those below) in Clerk's
+// alphabetical order: what user.created and user.updated events carry and
+// the Backend API answers (the fake Clerk API renders its users with it).
 type User struct {
 	BackupCodeEnabled             bool            `json:"backup_code_enabled"`
 	Banned                        bool            `json:"banned"`
@@ -163,20 +152,20 @@ func (e Event) Body() ([]byte, error) {
 		e.At = time.Now()
 	}
 	now := e.At.UnixMilli()
-	env := envelope{EventAttributes: eventAttributes, InstanceID: cmp.Or(e.InstanceID, "ins_2bCreditgateKitInstance0001"),
-		Object: "event", Timestamp: now, Type: e.Type}
-	// Objects without a Go type of their own are maps: encoding/json writes
-	// their keys in Clerk's alphabetical order.
+	// Objects without a Go type of their own, the envelope too, are maps:
+	// encoding/json writes their keys in Clerk's alphabetical order.
+	env := map[string]any{"event_attributes": eventAttributes, "object": "event", "timestamp": now, "type": e.Type,
+		"instance_id": cmp.Or(e.InstanceID, "ins_2bCreditgateKitInstance0001")}
 	switch e.Type {
 	case UserCreated:
-		env.Data = NewUser(e, now, cmp.Or(e.Version, now))
+		env["data"] = NewUser(e, now, cmp.Or(e.Version, now))
 	case UserUpdated:
 		// Updated an hour after sign-up, unless Version says when.
-		env.Data = NewUser(e, now-3_600_000, cmp.Or(e.Version, now))
+		env["data"] = NewUser(e, now-3_600_000, cmp.Or(e.Version, now))
 	case UserDeleted:
-		env.Data = map[string]any{"deleted": true, "id": e.UserID, "object": "user"}
+		env["data"] = map[string]any{"deleted": true, "id": e.UserID, "object": "user"}
 	case SessionCreated:
-		env.Data = map[string]any{
+		env["data"] = map[string]any{
 			"abandon_at": now + 30*24*3_600_000, "actor": nil, "client_id": NewID("client"), "created_at": now,
 			"expire_at": now + 7*24*3_600_000, "id": NewID("sess"), "last_active_at": now,
 			"last_active_organization_id": nil, "object": "session", "status": "active", "updated_at": now, "user_id": e.UserID,

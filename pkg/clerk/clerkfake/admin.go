@@ -8,29 +8,6 @@ import (
 	"time"
 )
 
-// AdminUser is a user as POST /_fake/users takes it.
-type AdminUser struct {
-	ID              string         `json:"id"`
-	Email           string         `json:"email,omitempty"`
-	CreatedAt       int64          `json:"created_at,omitempty"` // unix ms; 0 means now
-	UpdatedAt       int64          `json:"updated_at,omitempty"` // unix ms; 0 means created_at
-	PublicMetadata  map[string]any `json:"public_metadata,omitempty"`
-	PrivateMetadata map[string]any `json:"private_metadata,omitempty"`
-	UnsafeMetadata  map[string]any `json:"unsafe_metadata,omitempty"`
-}
-
-// AdminFaults is the body of POST /_fake/faults: FailNext over HTTP.
-type AdminFaults struct {
-	Match  string       `json:"match"`
-	Faults []AdminFault `json:"faults"`
-}
-
-// AdminFault is one Fault over HTTP.
-type AdminFault struct {
-	Status            int     `json:"status"`
-	RetryAfterSeconds float64 `json:"retry_after_seconds,omitempty"`
-}
-
 // AdminCall is one Call as GET /_fake/calls lists it. The body is text, as
 // the Backend API only takes JSON.
 type AdminCall struct {
@@ -50,13 +27,17 @@ type AdminRateLimit struct {
 	Violations    int     `json:"violations"`
 }
 
-func handleHealthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// handleAdminAddUsers takes a JSON array of AdminUser and stores them.
+// handleAdminAddUsers takes a JSON array of users and stores them.
 func (s *Server) handleAdminAddUsers(w http.ResponseWriter, r *http.Request) {
-	var in []AdminUser
+	var in []struct {
+		ID              string         `json:"id"`
+		Email           string         `json:"email"`
+		CreatedAt       int64          `json:"created_at"` // unix ms; 0 means now
+		UpdatedAt       int64          `json:"updated_at"` // unix ms; 0 means created_at
+		PublicMetadata  map[string]any `json:"public_metadata"`
+		PrivateMetadata map[string]any `json:"private_metadata"`
+		UnsafeMetadata  map[string]any `json:"unsafe_metadata"`
+	}
 	if !decodeAdmin(w, r, &in) {
 		return
 	}
@@ -85,17 +66,6 @@ func (s *Server) handleAdminListUsers(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, all)
 }
 
-// handleAdminGetUser answers the stored user in Clerk's shape, private and
-// unsafe metadata included.
-func (s *Server) handleAdminGetUser(w http.ResponseWriter, r *http.Request) {
-	a, ok := s.rendered(r.PathValue("id"))
-	if !ok {
-		writeAdminError(w, http.StatusNotFound, "no user "+r.PathValue("id"))
-		return
-	}
-	writeJSON(w, http.StatusOK, a)
-}
-
 func (s *Server) handleAdminDeleteUser(w http.ResponseWriter, r *http.Request) {
 	if !s.DeleteUser(r.PathValue("id")) {
 		writeAdminError(w, http.StatusNotFound, "no user "+r.PathValue("id"))
@@ -106,29 +76,32 @@ func (s *Server) handleAdminDeleteUser(w http.ResponseWriter, r *http.Request) {
 
 // handleAdminFaults is FailNext over HTTP.
 func (s *Server) handleAdminFaults(w http.ResponseWriter, r *http.Request) {
-	var in AdminFaults
+	var in struct {
+		Match  string `json:"match"`
+		Faults []struct {
+			Status            int     `json:"status"`
+			RetryAfterSeconds float64 `json:"retry_after_seconds"`
+		} `json:"faults"`
+	}
 	if !decodeAdmin(w, r, &in) {
 		return
 	}
-	faults := make([]Fault, 0, len(in.Faults))
+	faults := make([]Fault, len(in.Faults))
 	for i, f := range in.Faults {
 		if f.Status != 0 && (f.Status < 100 || f.Status > 599) || f.RetryAfterSeconds < 0 {
 			writeAdminError(w, http.StatusBadRequest, "fault "+strconv.Itoa(i)+": bad status or retry_after_seconds")
 			return
 		}
-		faults = append(faults, Fault{Status: f.Status, RetryAfter: seconds(f.RetryAfterSeconds)})
+		faults[i] = Fault{Status: f.Status, RetryAfter: seconds(f.RetryAfterSeconds)}
 	}
 	s.FailNext(in.Match, faults...)
 	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) handleAdminCalls(w http.ResponseWriter, _ *http.Request) {
-	calls := s.Calls()
-	out := make([]AdminCall, 0, len(calls))
-	for _, c := range calls {
-		out = append(out, AdminCall{
-			Method: c.Method, Path: c.Path, Query: c.Query, Body: string(c.Body), Status: c.Status, At: c.At,
-		})
+	out := []AdminCall{}
+	for _, c := range s.Calls() {
+		out = append(out, AdminCall{Method: c.Method, Path: c.Path, Query: c.Query, Body: string(c.Body), Status: c.Status, At: c.At})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -151,11 +124,6 @@ func (s *Server) handleAdminSetRateLimit(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	s.SetRateLimit(in.Limit, seconds(in.WindowSeconds))
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) handleAdminReset(w http.ResponseWriter, _ *http.Request) {
-	s.Reset()
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -5,15 +5,16 @@
 // records every call, and can be told to fail upcoming requests (429 with
 // Retry-After, 5xx) or to enforce a per-user rate limit on metadata writes.
 //
-// Tests mount it in-process with httptest.NewServer(clerkfake.New()); the dev
-// run and e2e start it as a process (hack/fakeclerk) and drive it over the
-// admin API under /_fake/.
+// Tests and e2e serve it in-process (httptest.NewServer(clerkfake.New()));
+// hack/fakeclerk serves it as a process for local runs, driven over the admin
+// API under /_fake/.
 package clerkfake
 
 import (
 	"bytes"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -33,9 +34,8 @@ const maxBodyBytes = 1 << 20
 // Backend API under /v1 and the admin API under /_fake/. The zero value is not
 // usable; call New. All methods are safe for concurrent use.
 type Server struct {
-	api   http.Handler
-	admin http.Handler
-	now   func() time.Time // replaced by tests that step time
+	mux *http.ServeMux
+	now func() time.Time // replaced by tests that step time
 
 	mu         sync.Mutex
 	users      map[string]*User // normalised: metadata maps non-nil, times in ms
@@ -48,26 +48,6 @@ type Server struct {
 	violations int
 	traceSeq   uint64
 	jwks       []byte // GET /v1/jwks: the instance's public signing keys
-}
-
-// SetJWKS sets the JSON Web Key Set GET /v1/jwks answers (the instance's
-// public keys, which verify its session tokens).
-func (s *Server) SetJWKS(set []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.jwks = append([]byte(nil), set...)
-}
-
-// handleJWKS answers GET /v1/jwks.
-func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
-	s.mu.Lock()
-	set := s.jwks
-	s.mu.Unlock()
-	if set == nil {
-		set = []byte(`{"keys":[]}`)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(set)
 }
 
 // User is a Clerk user as the fake stores it. Whatever else Clerk knows about
@@ -119,21 +99,41 @@ type pendingFault struct {
 // New returns an empty fake: no users, no secret key (any Authorization is
 // accepted), no faults, no rate limit.
 func New() *Server {
-	s := &Server{
-		now:      time.Now,
-		users:    make(map[string]*User),
-		rateHits: make(map[string][]time.Time),
-	}
-	s.api = s.apiRoutes()
-	s.admin = s.adminRoutes()
+	s := &Server{mux: http.NewServeMux(), now: time.Now, users: map[string]*User{}, rateHits: map[string][]time.Time{}}
+	// The Backend API. Anything else gets a Clerk-shaped 404 naming the
+	// request, so a client calling an endpoint the fake lacks fails loudly.
+	s.mux.HandleFunc("GET /v1/users", s.handleList)
+	s.mux.HandleFunc("GET /v1/users/count", s.handleList)
+	s.mux.HandleFunc("GET /v1/users/{id}", s.handleGetUser)
+	s.mux.HandleFunc("PATCH /v1/users/{id}/metadata", s.handleUpdateMetadata)
+	s.mux.HandleFunc("GET /v1/jwks", s.handleJWKS)
+	s.mux.HandleFunc("/", handleNoEndpoint)
+	// The admin API, which lets another process drive the fake. It needs no
+	// key and its requests are not recorded as calls.
+	s.mux.HandleFunc("GET /_fake/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.mux.HandleFunc("GET /_fake/users", s.handleAdminListUsers)
+	s.mux.HandleFunc("POST /_fake/users", s.handleAdminAddUsers)
+	s.mux.HandleFunc("GET /_fake/users/{id}", s.handleGetUser)
+	s.mux.HandleFunc("DELETE /_fake/users/{id}", s.handleAdminDeleteUser)
+	s.mux.HandleFunc("POST /_fake/faults", s.handleAdminFaults)
+	s.mux.HandleFunc("GET /_fake/calls", s.handleAdminCalls)
+	s.mux.HandleFunc("GET /_fake/rate_limit", s.handleAdminGetRateLimit)
+	s.mux.HandleFunc("PUT /_fake/rate_limit", s.handleAdminSetRateLimit)
+	s.mux.HandleFunc("POST /_fake/reset", func(w http.ResponseWriter, _ *http.Request) {
+		s.Reset()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	s.mux.HandleFunc("/_fake/", func(w http.ResponseWriter, r *http.Request) {
+		writeAdminError(w, http.StatusNotFound, "no admin endpoint "+r.Method+" "+r.URL.Path)
+	})
 	return s
 }
 
 // AddUser stores u, replacing any user with the same ID. It panics if u has no
 // ID or metadata that does not marshal to JSON: both are bugs in the test.
-func (s *Server) AddUser(u User) {
-	s.AddUsers(u)
-}
+func (s *Server) AddUser(u User) { s.AddUsers(u) }
 
 // AddUsers stores every user, as AddUser does.
 func (s *Server) AddUsers(users ...User) {
@@ -145,13 +145,12 @@ func (s *Server) AddUsers(users ...User) {
 // addUsers stores every user, or none when one is invalid.
 func (s *Server) addUsers(users []User) error {
 	now := s.now()
-	stored := make([]*User, 0, len(users))
+	stored := make([]*User, len(users))
 	for i, u := range users {
-		n, err := normaliseUser(u, now)
-		if err != nil {
+		var err error
+		if stored[i], err = normaliseUser(u, now); err != nil {
 			return fmt.Errorf("user %d: %w", i, err)
 		}
-		stored = append(stored, n)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -160,6 +159,38 @@ func (s *Server) addUsers(users []User) error {
 	}
 	return nil
 }
+
+// normaliseUser validates u and stores it the way the wire would: times in
+// whole milliseconds (UTC), metadata through a JSON round trip (float64
+// numbers, []any arrays, map[string]any objects), never nil.
+func normaliseUser(u User, now time.Time) (*User, error) {
+	if u.ID == "" {
+		return nil, errors.New("user without an ID")
+	}
+	if u.CreatedAt.IsZero() {
+		u.CreatedAt = now
+	}
+	if u.UpdatedAt.IsZero() {
+		u.UpdatedAt = u.CreatedAt
+	}
+	u.CreatedAt, u.UpdatedAt = toMillis(u.CreatedAt), toMillis(u.UpdatedAt)
+	for _, m := range []*map[string]any{&u.PublicMetadata, &u.PrivateMetadata, &u.UnsafeMetadata} {
+		n := map[string]any{}
+		if len(*m) > 0 {
+			b, err := json.Marshal(*m)
+			if err == nil {
+				err = json.Unmarshal(b, &n)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("user %s: metadata: %w", u.ID, err)
+			}
+		}
+		*m = n
+	}
+	return &u, nil
+}
+
+func toMillis(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()).UTC() }
 
 // DeleteUser removes the user; later requests for it are answered 404. It
 // reports whether the user existed.
@@ -179,11 +210,8 @@ func (s *Server) User(id string) (User, bool) {
 	if !ok {
 		return User{}, false
 	}
-	// Normalising a stored user again copies its metadata deeply.
-	c, err := normaliseUser(*u, u.CreatedAt)
-	if err != nil {
-		panic("clerkfake: stored metadata does not encode: " + err.Error())
-	}
+	// Normalising a stored user again copies its metadata deeply; it cannot fail.
+	c, _ := normaliseUser(*u, u.CreatedAt)
 	return *c, true
 }
 
@@ -193,6 +221,14 @@ func (s *Server) SetSecretKey(k string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.secretKey = k
+}
+
+// SetJWKS sets the JSON Web Key Set GET /v1/jwks answers (the instance's
+// public keys, which verify its session tokens).
+func (s *Server) SetJWKS(set []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.jwks = bytes.Clone(set)
 }
 
 // FailNext answers the next len(faults) Backend API requests whose
@@ -230,28 +266,21 @@ func (s *Server) RateLimitViolations() int {
 }
 
 // Calls returns the Backend API requests answered so far, in the order they
-// were answered. Each call is recorded before its response is sent, so a
-// client that has its answer will find the call here.
+// were answered; their bodies are shared, not to be modified. Each call is
+// recorded before its response is sent, so a client that has its answer will
+// find the call here.
 func (s *Server) Calls() []Call {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Call, len(s.calls))
-	for i, c := range s.calls {
-		c.Body = bytes.Clone(c.Body)
-		out[i] = c
-	}
-	return out
+	return slices.Clone(s.calls)
 }
 
 // MetadataWrites counts the metadata writes for the user that succeeded
 // (answered 2xx); faults, rate-limited writes and errors do not count.
 func (s *Server) MetadataWrites(userID string) int {
-	p := "/v1/users/" + userID + "/metadata"
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	n := 0
-	for _, c := range s.calls {
-		if c.Method == http.MethodPatch && c.Path == p && c.Status >= 200 && c.Status < 300 {
+	for _, c := range s.Calls() {
+		if c.Method == http.MethodPatch && c.Path == "/v1/users/"+userID+"/metadata" && c.Status >= 200 && c.Status < 300 {
 			n++
 		}
 	}
@@ -263,44 +292,35 @@ func (s *Server) MetadataWrites(userID string) int {
 func (s *Server) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.calls = nil
-	s.faults = nil
+	s.calls, s.faults, s.violations = nil, nil, 0
 	clear(s.rateHits)
-	s.violations = 0
 }
 
-// ServeHTTP serves the admin API under /_fake/ and the Backend API everywhere
-// else.
+// ServeHTTP answers a Backend API request into a buffer, records the call and
+// only then sends the answer, so the record is never behind the client.
+// Admin requests, under /_fake/, are answered directly.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/_fake/") {
-		s.admin.ServeHTTP(w, r)
+		s.mux.ServeHTTP(w, r)
 		return
 	}
-	s.serveAPI(w, r)
-}
-
-// serveAPI answers a Backend API request into a buffer, records the call and
-// only then sends the answer, so the record is never behind the client.
-func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	at := s.now()
-	var body []byte
-	if r.Body != nil {
-		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-		if err != nil {
-			http.Error(w, "clerkfake: read body: "+err.Error(), http.StatusRequestEntityTooLarge)
-			return
-		}
-		if len(b) > 0 {
-			body = b
-		}
-		r.Body = io.NopCloser(bytes.NewReader(b))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		http.Error(w, "clerkfake: read body: "+err.Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if len(body) == 0 {
+		body = nil
 	}
 
 	s.mu.Lock()
 	s.traceSeq++
 	trace := fmt.Sprintf("fake_trace_%08d", s.traceSeq)
 	fault, faulted := s.takeFault(r.Method + " " + r.URL.Path)
-	authorized := s.authorized(r.Header.Get("Authorization"))
+	authorized := s.secretKey == "" ||
+		subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+s.secretKey)) == 1
 	s.mu.Unlock()
 
 	rec := httptest.NewRecorder()
@@ -311,18 +331,11 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	case !authorized:
 		writeFault(rec, Fault{Status: http.StatusUnauthorized})
 	default:
-		s.api.ServeHTTP(rec, r)
+		s.mux.ServeHTTP(rec, r)
 	}
 
 	s.mu.Lock()
-	s.calls = append(s.calls, Call{
-		Method: r.Method,
-		Path:   r.URL.Path,
-		Query:  r.URL.RawQuery,
-		Body:   body,
-		Status: rec.Code,
-		At:     at,
-	})
+	s.calls = append(s.calls, Call{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: body, Status: rec.Code, At: at})
 	s.mu.Unlock()
 	maps.Copy(w.Header(), rec.Header())
 	w.WriteHeader(rec.Code)
@@ -340,38 +353,8 @@ func (s *Server) takeFault(key string) (Fault, bool) {
 	return f, true
 }
 
-// authorized checks the Authorization header against the secret key. s.mu held.
-func (s *Server) authorized(header string) bool {
-	if s.secretKey == "" {
-		return true
-	}
-	return subtle.ConstantTimeCompare([]byte(header), []byte("Bearer "+s.secretKey)) == 1
-}
-
-// allowWrite applies the rate limit to a metadata write for id at now. s.mu held.
-func (s *Server) allowWrite(id string, now time.Time) (retryAfter time.Duration, ok bool) {
-	if s.rateLimit <= 0 {
-		return 0, true
-	}
-	cutoff := now.Add(-s.ratePer)
-	kept := slices.DeleteFunc(s.rateHits[id], func(h time.Time) bool { return !h.After(cutoff) })
-	if len(kept) >= s.rateLimit {
-		s.rateHits[id] = kept
-		s.violations++
-		return kept[0].Add(s.ratePer).Sub(now), false
-	}
-	s.rateHits[id] = append(kept, now)
-	return 0, true
-}
-
-// writeJSON answers v as JSON with the status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, "clerkfake: encode response: "+err.Error(), http.StatusInternalServerError)
-		return
-	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_ = json.NewEncoder(w).Encode(v) // every value the fake answers encodes
 }

@@ -2,26 +2,22 @@ package svixsender
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"time"
 )
 
 // LeanConn is one persistent HTTP/1.1 connection that a load worker drives
-// itself: the request is written with one write and the answer read in the
-// same goroutine. net/http's client runs a reader and a writer goroutine per
-// connection and hands every request and answer between them, which costs
-// the sender several times the CPU per request; on a benchmark machine that
-// the sender shares with the service, that CPU is taken from the service.
-// It speaks plain http:// only and reconnects after Connection: close or any
-// error.
+// itself: one write per request, the answer read in the same goroutine.
+// net/http's client hands every request and answer between a reader and a
+// writer goroutine per connection, several times the CPU per request, taken
+// from the service on a benchmark machine that both share. It speaks plain
+// http:// only and reconnects after Connection: close or any error.
 type LeanConn struct {
 	addr    string // host:port to dial
 	host    string // the Host header
@@ -29,7 +25,7 @@ type LeanConn struct {
 	timeout time.Duration
 	conn    net.Conn
 	br      *bufio.Reader
-	buf     []byte
+	buf     bytes.Buffer
 }
 
 // DialLean returns a LeanConn to the host of rawURL (plain http:// only),
@@ -54,79 +50,43 @@ func (l *LeanConn) Close() {
 	}
 }
 
-// sendLean is Send over l, a LeanConn to the sender's URL.
-func (s *Sender) sendLean(ctx context.Context, l *LeanConn, m Message) Attempt {
-	h, err := s.Headers(m, time.Now())
-	if err != nil {
-		return Attempt{Err: err}
-	}
-	a := l.Do(ctx, http.MethodPost, l.path, h, m.Body, true)
-	s.attempts.Add(1)
-	if a.Err != nil {
-		s.transportErrs.Add(1)
-	}
-	s.count(a)
-	return a
-}
-
 // Do makes one HTTP/1.1 request (path and query, headers, body) and reads
 // its answer; keepBody keeps up to 64 KiB of it.
-func (l *LeanConn) Do(ctx context.Context, method, path string, h http.Header, body []byte, keepBody bool) Attempt {
-	b := l.buf[:0]
-	b = append(b, method...)
-	b = append(b, ' ')
-	b = append(b, path...)
-	b = append(b, " HTTP/1.1\r\nHost: "...)
-	b = append(b, l.host...)
-	b = append(b, "\r\n"...)
-	for k, vs := range h {
-		for _, v := range vs {
-			b = append(b, k...)
-			b = append(b, ": "...)
-			b = append(b, v...)
-			b = append(b, "\r\n"...)
-		}
-	}
-	b = append(b, "Content-Length: "...)
-	b = strconv.AppendInt(b, int64(len(body)), 10)
-	b = append(b, "\r\n\r\n"...)
-	b = append(b, body...)
-	l.buf = b
-
+func (l *LeanConn) Do(ctx context.Context, method, path string, h http.Header, body []byte, keepBody bool) (a Attempt) {
+	l.buf.Reset()
+	fmt.Fprintf(&l.buf, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n", method, path, l.host, len(body))
+	_ = h.Write(&l.buf) // a bytes.Buffer does not fail
+	l.buf.WriteString("\r\n")
+	l.buf.Write(body)
 	start := time.Now()
-	a, reuse := l.roundTrip(ctx, b, keepBody)
-	a.Latency = time.Since(start)
-	if !reuse {
-		l.Close()
-	}
-	return a
-}
-
-func (l *LeanConn) roundTrip(ctx context.Context, req []byte, keepBody bool) (a Attempt, reuse bool) {
+	defer func() {
+		a.Latency = time.Since(start)
+		if a.Err != nil {
+			l.Close()
+		}
+	}()
 	if err := ctx.Err(); err != nil {
-		return Attempt{Err: err}, false
+		return Attempt{Err: err}
 	}
 	if l.conn == nil {
-		d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-		c, err := d.DialContext(ctx, "tcp", l.addr)
+		c, err := (&net.Dialer{Timeout: l.timeout}).DialContext(ctx, "tcp", l.addr)
 		if err != nil {
-			return Attempt{Err: err}, false
+			return Attempt{Err: err}
 		}
 		l.conn, l.br = c, bufio.NewReader(c)
 	}
 	if err := l.conn.SetDeadline(time.Now().Add(l.timeout)); err != nil {
-		return Attempt{Err: err}, false
+		return Attempt{Err: err}
 	}
-	if _, err := l.conn.Write(req); err != nil {
-		return Attempt{Err: fmt.Errorf("write request: %w", err)}, false
+	if _, err := l.conn.Write(l.buf.Bytes()); err != nil {
+		return Attempt{Err: fmt.Errorf("write request: %w", err)}
 	}
 	resp, err := http.ReadResponse(l.br, nil)
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return Attempt{Err: fmt.Errorf("read response: %w", err)}, false
+		return Attempt{Err: fmt.Errorf("read response: %w", err)}
 	}
-	a = readAnswer(resp, keepBody)
-	return a, a.Err == nil && !resp.Close
+	if resp.Close {
+		defer l.Close() // after the answer is read
+	}
+	return readAnswer(resp, keepBody)
 }

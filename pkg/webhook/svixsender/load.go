@@ -1,10 +1,12 @@
 package svixsender
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -28,30 +30,23 @@ type Generator struct {
 	SvixID string
 }
 
-// Message makes a message of the run.
-func (g *Generator) Message() (Message, error) {
+// Message makes a message of the run; EventType must be one of
+// clerkevent.Types.
+func (g *Generator) Message() Message {
 	user, email := g.User, g.Email
 	if g.Unique {
 		user = clerkevent.NewID("user")
 		email = clerkevent.EmailFor(user)
 	}
-	id := g.SvixID
-	if id == "" {
-		id = clerkevent.NewID("msg")
-	}
-	body, err := clerkevent.Event{Type: g.EventType, UserID: user, Email: email, InstanceID: g.InstanceID}.Body()
-	if err != nil {
-		return Message{}, err
-	}
-	return Message{ID: id, Type: g.EventType, UserID: user, Body: body}, nil
+	body := clerkevent.Event{Type: g.EventType, UserID: user, Email: email, InstanceID: g.InstanceID}.MustBody()
+	return Message{ID: cmp.Or(g.SvixID, clerkevent.NewID("msg")), Type: g.EventType, UserID: user, Body: body}
 }
 
 // LoadResult is a finished (or interrupted) load run.
 type LoadResult struct {
-	requested, concurrency int
-	unique                 bool
-	// elapsed is the run's wall time; cpu, this process's user+system CPU
-	// time during it.
+	requested, concurrency, failed int
+	unique                         bool
+	// cpu is this process's user+system CPU time during the run.
 	elapsed, cpu time.Duration
 	latencies    []time.Duration
 	status       map[int]int
@@ -63,6 +58,9 @@ type LoadResult struct {
 // add records an attempt.
 func (r *LoadResult) add(a Attempt) {
 	r.latencies = append(r.latencies, a.Latency)
+	if !a.OK() {
+		r.failed++
+	}
 	if a.Err != nil {
 		// Bound the distinct messages kept: a dead target repeats one error.
 		if _, ok := r.errors[a.Err.Error()]; ok || len(r.errors) < 10 {
@@ -79,18 +77,7 @@ func (r *LoadResult) add(a Attempt) {
 }
 
 // Failed counts attempts that Svix would retry or give up on.
-func (r LoadResult) Failed() int {
-	n := 0
-	for _, v := range r.errors {
-		n += v
-	}
-	for code, v := range r.status {
-		if code < 200 || code >= 300 {
-			n += v
-		}
-	}
-	return n
-}
+func (r LoadResult) Failed() int { return r.failed }
 
 // Load sends n messages from c concurrent workers, each waiting for its
 // response before sending the next (closed loop, like Svix's per-endpoint
@@ -101,48 +88,42 @@ func (r LoadResult) Failed() int {
 func Load(ctx context.Context, s *Sender, g *Generator, n, c int, pregenerate bool) (LoadResult, error) {
 	res := LoadResult{requested: n, concurrency: c, unique: g.Unique,
 		latencies: make([]time.Duration, 0, n), status: map[int]int{}, sample: map[int]string{}, errors: map[string]int{}}
-	message := func(int) (Message, error) { return g.Message() }
-	if pregenerate {
-		pre := make([]Message, n)
-		for i := range pre {
-			var err error
-			if pre[i], err = g.Message(); err != nil {
-				return res, err
-			}
-		}
-		message = func(i int) (Message, error) {
-			m := pre[i]
-			pre[i] = Message{} // sent: let it be collected
-			return m, nil
+	var lean *LeanConn // each worker drives a copy
+	if s.opts.Lean {
+		var err error
+		if lean, err = DialLean(s.url, s.opts.Timeout); err != nil {
+			return res, err
 		}
 	}
+	var pre []Message
+	for pregenerate && len(pre) < n {
+		pre = append(pre, g.Message())
+	}
 	var next atomic.Int64
-	var genErr atomic.Pointer[error]
 	var mu sync.Mutex // guards res.add
 	var wg sync.WaitGroup
 	cpu0 := cpuTime()
 	start := time.Now()
 	for range c {
 		wg.Go(func() {
-			send := s.Send
-			if s.opts.Lean {
-				lc, err := DialLean(s.url, s.opts.Timeout)
-				if err != nil {
-					genErr.CompareAndSwap(nil, &err)
-					return
-				}
+			send := func(ctx context.Context, m Message) Attempt { return s.Post(ctx, m, time.Now(), nil) }
+			if lean != nil {
+				lc := *lean
 				defer lc.Close()
-				send = func(ctx context.Context, m Message) Attempt { return s.sendLean(ctx, lc, m) }
+				send = func(ctx context.Context, m Message) Attempt {
+					return s.count(lc.Do(ctx, http.MethodPost, lc.path, s.Headers(m, time.Now()), m.Body, true))
+				}
 			}
-			for ctx.Err() == nil && genErr.Load() == nil {
+			for ctx.Err() == nil {
 				i := int(next.Add(1) - 1)
 				if i >= n {
 					return
 				}
-				m, err := message(i)
-				if err != nil {
-					genErr.CompareAndSwap(nil, &err)
-					return
+				var m Message
+				if pre != nil {
+					m, pre[i] = pre[i], Message{} // sent: let it be collected
+				} else {
+					m = g.Message()
 				}
 				a := send(ctx, m)
 				if ctx.Err() != nil {
@@ -157,9 +138,6 @@ func Load(ctx context.Context, s *Sender, g *Generator, n, c int, pregenerate bo
 	}
 	wg.Wait()
 	res.elapsed, res.cpu = time.Since(start), cpuTime()-cpu0
-	if p := genErr.Load(); p != nil {
-		return res, *p
-	}
 	return res, nil
 }
 
@@ -179,7 +157,7 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[max(0, min(rank, len(sorted)-1))]
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // Sent is how many attempts the run made.
 func (r LoadResult) Sent() int { return len(r.latencies) }
@@ -205,21 +183,17 @@ func (r LoadResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "concurrency: %d\n", r.concurrency)
 	fmt.Fprintf(w, "unique_users: %t\n", r.unique)
 	fmt.Fprintf(w, "duration_s: %.3f\n", r.elapsed.Seconds())
-	rate := 0.0
-	if r.elapsed > 0 {
-		rate = float64(sent) / r.elapsed.Seconds()
-	}
-	fmt.Fprintf(w, "throughput_per_s: %.1f\n", rate)
+	fmt.Fprintf(w, "throughput_per_s: %.1f\n", float64(sent)/max(r.elapsed.Seconds(), 1e-9)) // a run that never started took 0 s
 	codes := slices.Sorted(maps.Keys(r.status))
 	for _, code := range codes {
 		fmt.Fprintf(w, "status_%d: %d\n", code, r.status[code])
 	}
 	fmt.Fprintf(w, "failed: %d\n", r.Failed())
-	fmt.Fprintf(w, "latency_p50_ms: %s\n", ms(percentile(lat, 50)))
-	fmt.Fprintf(w, "latency_p90_ms: %s\n", ms(percentile(lat, 90)))
-	fmt.Fprintf(w, "latency_p99_ms: %s\n", ms(percentile(lat, 99)))
+	for _, p := range []float64{50, 90, 99} {
+		fmt.Fprintf(w, "latency_p%v_ms: %.3f\n", p, ms(percentile(lat, p)))
+	}
 	if sent > 0 {
-		fmt.Fprintf(w, "latency_max_ms: %s\n", ms(lat[sent-1]))
+		fmt.Fprintf(w, "latency_max_ms: %.3f\n", ms(lat[sent-1]))
 		fmt.Fprintf(w, "sender_cpu_us_per_event: %.1f\n", float64(r.cpu)/float64(time.Microsecond)/float64(sent))
 	}
 	for _, code := range codes {

@@ -10,21 +10,17 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	svix "github.com/svix/svix-webhooks/go"
 )
-
-// maxKeptBody bounds how much of a response body is kept.
-const maxKeptBody = 64 << 10
 
 // CompressedSchedule is Svix's retry schedule after the first attempt (5 s,
 // 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) scaled down for a test run.
@@ -75,43 +71,39 @@ type Options struct {
 	UserAgent string
 }
 
+// Counts are the sender's attempts so far: how many, how many answered
+// other than 2xx, how many got no answer, and the answers by status.
+type Counts struct {
+	Attempts, Non2xx, TransportErrors int64
+	Statuses                          map[int]int
+}
+
 // Sender signs and POSTs messages to one URL. It is safe for concurrent use.
 type Sender struct {
 	url    string
 	wh     *svix.Webhook
 	client *http.Client
 	opts   Options
-
-	attempts, non2xx, transportErrs atomic.Int64
-	mu                              sync.Mutex
-	statuses                        map[int]int
+	mu     sync.Mutex
+	counts Counts
 }
+
+// errSecret never echoes the secret.
+var errSecret = errors.New("signing secret is not valid base64 after whsec_")
 
 // New returns a Sender to url signing with secret (whsec_…).
 func New(url, secret string, o Options) (*Sender, error) {
 	wh, err := svix.NewWebhook(secret)
 	if err != nil {
-		// Never echo the secret.
-		return nil, fmt.Errorf("signing secret is not valid base64 after whsec_")
+		return nil, errSecret
 	}
-	if o.Conns <= 0 {
-		o.Conns = 64
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = 15 * time.Second
-	}
+	o.Conns = cmp.Or(o.Conns, 64)
+	o.Timeout = cmp.Or(o.Timeout, 15*time.Second)
 	o.UserAgent = cmp.Or(o.UserAgent, "svixsender (creditgate)")
-	tr := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        o.Conns,
-		MaxIdleConnsPerHost: o.Conns,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 5 * time.Second,
-		DisableCompression:  true,
-	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost, tr.DisableCompression = o.Conns, o.Conns, true
 	return &Sender{
-		url: url, wh: wh, opts: o, statuses: map[int]int{},
+		url: url, wh: wh, opts: o, counts: Counts{Statuses: map[int]int{}},
 		client: &http.Client{
 			Transport: tr,
 			Timeout:   o.Timeout,
@@ -121,78 +113,55 @@ func New(url, secret string, o Options) (*Sender, error) {
 	}, nil
 }
 
-// Headers returns the Svix headers for m signed at t.
-func (s *Sender) Headers(m Message, t time.Time) (http.Header, error) {
-	h, err := headers(s.wh, m, t)
-	if err == nil {
-		h.Set("User-Agent", s.opts.UserAgent)
-	}
-	return h, err
-}
-
 // Sign returns the headers Svix sends with m signed with secret (whsec_…)
 // at t: svix-id, svix-timestamp, svix-signature and the content type.
 func Sign(secret string, m Message, t time.Time) (http.Header, error) {
 	wh, err := svix.NewWebhook(secret)
 	if err != nil {
-		return nil, fmt.Errorf("signing secret is not valid base64 after whsec_")
+		return nil, errSecret
 	}
-	return headers(wh, m, t)
+	return (&Sender{wh: wh}).Headers(m, t), nil // no User-Agent: the caller's client sends its own
 }
 
-func headers(wh *svix.Webhook, m Message, t time.Time) (http.Header, error) {
-	sig, err := wh.Sign(m.ID, t, m.Body)
-	if err != nil {
-		return nil, fmt.Errorf("sign %s: %w", m.ID, err)
+// Headers returns the Svix headers for m signed at t, and the User-Agent.
+func (s *Sender) Headers(m Message, t time.Time) http.Header {
+	sig, _ := s.wh.Sign(m.ID, t, m.Body) // an HMAC: it returns no error
+	h := http.Header{"Content-Type": {"application/json"}, "Svix-Id": {m.ID},
+		"Svix-Timestamp": {strconv.FormatInt(t.Unix(), 10)}, "Svix-Signature": {sig}}
+	if s.opts.UserAgent != "" {
+		h.Set("User-Agent", s.opts.UserAgent)
 	}
-	h := http.Header{}
-	h.Set("Content-Type", "application/json")
-	h.Set("svix-id", m.ID)
-	h.Set("svix-timestamp", strconv.FormatInt(t.Unix(), 10))
-	h.Set("svix-signature", sig)
-	return h, nil
-}
-
-// Send makes one attempt of m, signed now.
-func (s *Sender) Send(ctx context.Context, m Message) Attempt {
-	return s.Post(ctx, m, time.Now(), nil)
+	return h
 }
 
 // Post makes one attempt of m signed at signedAt; mutate, if set, changes
 // the request before it is sent (tests of bad input).
 func (s *Sender) Post(ctx context.Context, m Message, signedAt time.Time, mutate func(*http.Request)) Attempt {
-	h, err := s.Headers(m, signedAt)
-	if err != nil {
-		return Attempt{Err: err}
-	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(m.Body))
 	if err != nil {
 		return Attempt{Err: err}
 	}
-	req.Header = h
+	req.Header = s.Headers(m, signedAt)
 	if mutate != nil {
 		mutate(req)
 	}
-	s.attempts.Add(1)
 	start := time.Now()
 	resp, err := s.client.Do(req)
-	if err != nil {
-		s.transportErrs.Add(1)
-		return Attempt{Err: err, Latency: time.Since(start)}
+	a := Attempt{Err: err}
+	if err == nil {
+		a = readAnswer(resp, true)
 	}
-	a := readAnswer(resp, true)
 	a.Latency = time.Since(start)
-	s.count(a)
-	return a
+	return s.count(a)
 }
 
-// readAnswer reads and closes resp, keeping up to maxKeptBody of its body
-// if keepBody.
+// readAnswer reads and closes resp, keeping up to 64 KiB of its body if
+// keepBody.
 func readAnswer(resp *http.Response, keepBody bool) Attempt {
 	a := Attempt{Status: resp.StatusCode, Header: resp.Header}
 	var err error
 	if keepBody {
-		a.Body, err = io.ReadAll(io.LimitReader(resp.Body, maxKeptBody))
+		a.Body, err = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	}
 	if err == nil {
 		_, err = io.Copy(io.Discard, resp.Body)
@@ -204,23 +173,36 @@ func readAnswer(resp *http.Response, keepBody bool) Attempt {
 	return a
 }
 
-func (s *Sender) count(a Attempt) {
-	if a.Err != nil {
-		return
-	}
+// count records a and returns it.
+func (s *Sender) count(a Attempt) Attempt {
 	s.mu.Lock()
-	s.statuses[a.Status]++
-	s.mu.Unlock()
-	if !a.OK() {
-		s.non2xx.Add(1)
+	defer s.mu.Unlock()
+	s.counts.Attempts++
+	if a.Err != nil {
+		s.counts.TransportErrors++
+		return a
 	}
+	s.counts.Statuses[a.Status]++
+	if !a.OK() {
+		s.counts.Non2xx++
+	}
+	return a
+}
+
+// Counts returns the attempts made so far.
+func (s *Sender) Counts() Counts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.counts
+	c.Statuses = maps.Clone(c.Statuses)
+	return c
 }
 
 // Deliver sends m until a 2xx, following the schedule; it returns the last
 // attempt. An abort ends it, as it would Svix's.
 func (s *Sender) Deliver(ctx context.Context, m Message) Attempt {
 	for i := 0; ; i++ {
-		a := s.Send(ctx, m)
+		a := s.Post(ctx, m, time.Now(), nil)
 		if a.OK() || a.Aborted() || i >= len(s.opts.Schedule) {
 			return a
 		}
@@ -252,18 +234,4 @@ func (s *Sender) DeliverAll(ctx context.Context, msgs []Message, concurrency int
 	}
 	wg.Wait()
 	return failed
-}
-
-// Counts are the sender's attempts so far.
-type Counts struct {
-	Attempts, Non2xx, TransportErrors int64
-	Statuses                          map[int]int
-}
-
-// Counts returns the attempts made so far: how many, how many answered
-// other than 2xx, how many got no answer, and the answers by status.
-func (s *Sender) Counts() Counts {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return Counts{Attempts: s.attempts.Load(), Non2xx: s.non2xx.Load(), TransportErrors: s.transportErrs.Load(), Statuses: maps.Clone(s.statuses)}
 }

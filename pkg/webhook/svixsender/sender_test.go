@@ -27,14 +27,8 @@ func TestSignatureVerifiesWithSvix(t *testing.T) {
 	}
 	for _, typ := range clerkevent.Types {
 		g := &Generator{EventType: typ, User: "user_abc", Email: "ada@example.com"}
-		m, err := g.Message()
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := s.Headers(m, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := g.Message()
+		h := s.Headers(m, time.Now())
 		wh, _ := svix.NewWebhook(testSecret)
 		if err := wh.Verify(m.Body, h); err != nil {
 			t.Fatalf("%s: Verify: %v", typ, err)
@@ -124,13 +118,7 @@ func BenchmarkMessage(b *testing.B) {
 	g := &Generator{EventType: clerkevent.UserCreated, Unique: true}
 	b.ReportAllocs()
 	for b.Loop() {
-		m, err := g.Message()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := s.Headers(m, time.Now()); err != nil {
-			b.Fatal(err)
-		}
+		_ = s.Headers(g.Message(), time.Now())
 	}
 }
 
