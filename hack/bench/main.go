@@ -245,9 +245,10 @@ func (b *bench) measure(ctx context.Context, pid int, what string, op func() (re
 	r.ServiceCPU, r.PostgresCPU, r.PeakRSS = svc1-svc0, pg1-pg0, peakRSS(pid)
 	r.ClientCPU = cmp.Or(r.ClientCPU, self1-self0)
 	r.OtherCores = (all1 - all0 - (svc1 - svc0) - (pg1 - pg0) - (self1 - self0)).Seconds() / wall.Seconds()
-	return r, b.db.QueryRowContext(ctx, `SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements
+	err = b.db.QueryRowContext(ctx, `SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements
 		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT LIKE '%pg_stat_statements%'`).
 		Scan(&r.Statements)
+	return r, err
 }
 
 // rows measures the service under load(n, run "warm" or "run"), warmed up

@@ -59,7 +59,8 @@ func series(t T, g prometheus.Gatherer, name string, labelPairs []string) []*dto
 	if f < 0 {
 		return nil
 	}
-	return slices.DeleteFunc(mfs[f].GetMetric(), func(m *dto.Metric) bool {
+	// A copy: a Gatherer may hand out the same families again.
+	return slices.DeleteFunc(slices.Clone(mfs[f].GetMetric()), func(m *dto.Metric) bool {
 		for i := 0; i+1 < len(labelPairs); i += 2 {
 			if !slices.ContainsFunc(m.GetLabel(), func(lp *dto.LabelPair) bool {
 				return lp.GetName() == labelPairs[i] && lp.GetValue() == labelPairs[i+1]

@@ -50,7 +50,6 @@ func StopLeftover(ctx context.Context, dir string) (int, error) {
 
 // Alive reports whether pid is a process that has not exited (a zombie has).
 func Alive(pid int) bool {
-	// Not postgres -D data: the pid was reused.
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	// pid (comm) state …: comm may hold spaces and parentheses.
 	i := bytes.LastIndexByte(b, ')')

@@ -1,7 +1,6 @@
 package svixsender
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -39,7 +38,11 @@ func (g *Generator) Message() Message {
 		email = clerkevent.EmailFor(user)
 	}
 	body := clerkevent.Event{Type: g.EventType, UserID: user, Email: email, InstanceID: g.InstanceID}.MustBody()
-	return Message{ID: cmp.Or(g.SvixID, clerkevent.NewID("msg")), Type: g.EventType, UserID: user, Body: body}
+	m := Message{ID: g.SvixID, Type: g.EventType, UserID: user, Body: body}
+	if m.ID == "" {
+		m.ID = clerkevent.NewID("msg")
+	}
+	return m
 }
 
 // LoadResult is a finished (or interrupted) load run.
@@ -88,10 +91,8 @@ func (r LoadResult) Failed() int { return r.failed }
 func Load(ctx context.Context, s *Sender, g *Generator, n, c int, pregenerate bool) (LoadResult, error) {
 	res := LoadResult{requested: n, concurrency: c, unique: g.Unique,
 		latencies: make([]time.Duration, 0, n), status: map[int]int{}, sample: map[int]string{}, errors: map[string]int{}}
-	var lean *LeanConn // each worker drives a copy
-	if s.opts.Lean {
-		var err error
-		if lean, err = DialLean(s.url, s.opts.Timeout); err != nil {
+	if s.opts.Lean { // each worker dials its own below: check the URL once
+		if _, err := DialLean(s.url, s.opts.Timeout); err != nil {
 			return res, err
 		}
 	}
@@ -107,10 +108,11 @@ func Load(ctx context.Context, s *Sender, g *Generator, n, c int, pregenerate bo
 	for range c {
 		wg.Go(func() {
 			send := func(ctx context.Context, m Message) Attempt { return s.Post(ctx, m, time.Now(), nil) }
-			if lean != nil {
-				lc := *lean
+			if s.opts.Lean {
+				lc, _ := DialLean(s.url, s.opts.Timeout) // checked above
 				defer lc.Close()
 				send = func(ctx context.Context, m Message) Attempt {
+					s.begin()
 					return s.count(lc.Do(ctx, http.MethodPost, lc.path, s.Headers(m, time.Now()), m.Body, true))
 				}
 			}

@@ -101,7 +101,8 @@ func New(url, secret string, o Options) (*Sender, error) {
 	o.Timeout = cmp.Or(o.Timeout, 15*time.Second)
 	o.UserAgent = cmp.Or(o.UserAgent, "svixsender (creditgate)")
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns, tr.MaxIdleConnsPerHost, tr.DisableCompression = o.Conns, o.Conns, true
+	// Conns HTTP/1.1 connections, as Svix opens them, never one HTTP/2 stream each.
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost, tr.DisableCompression, tr.ForceAttemptHTTP2 = o.Conns, o.Conns, true, false
 	return &Sender{
 		url: url, wh: wh, opts: o, counts: Counts{Statuses: map[int]int{}},
 		client: &http.Client{
@@ -145,6 +146,7 @@ func (s *Sender) Post(ctx context.Context, m Message, signedAt time.Time, mutate
 	if mutate != nil {
 		mutate(req)
 	}
+	s.begin()
 	start := time.Now()
 	resp, err := s.client.Do(req)
 	a := Attempt{Err: err}
@@ -173,11 +175,18 @@ func readAnswer(resp *http.Response, keepBody bool) Attempt {
 	return a
 }
 
-// count records a and returns it.
+// begin counts an attempt as it starts (a spec may ask whether any began
+// after some moment), count its outcome.
+func (s *Sender) begin() {
+	s.mu.Lock()
+	s.counts.Attempts++
+	s.mu.Unlock()
+}
+
+// count records a's outcome and returns it.
 func (s *Sender) count(a Attempt) Attempt {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.counts.Attempts++
 	if a.Err != nil {
 		s.counts.TransportErrors++
 		return a
