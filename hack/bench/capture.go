@@ -73,7 +73,12 @@ func (c *capture) record(op func() error) ([]captured, error) {
 }
 
 // trips is how many round trips the statements record returned took.
-func trips(stmts []captured) int { return stmts[len(stmts)-1].trip }
+func trips(stmts []captured) int {
+	if len(stmts) == 0 {
+		return 0
+	}
+	return stmts[len(stmts)-1].trip
+}
 
 // marker is a value of the captured operation that varies per operation: it
 // becomes a pgbench variable.
@@ -94,7 +99,8 @@ var param = regexp.MustCompile(`\$(\d+)`)
 func pgbenchScript(stmts []captured, header string, markers []*marker, pipelines bool) (string, error) {
 	var texts []string
 	for _, m := range markers {
-		if m.hits = 0; m.text {
+		m.hits = 0
+		if m.text {
 			texts = append(texts, regexp.QuoteMeta(m.value))
 		}
 	}

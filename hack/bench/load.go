@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -127,8 +126,11 @@ func (b *bench) pgbench(ctx context.Context, clients int, mode, script, name str
 	start := time.Now()
 	text, err := cmd.CombinedOutput()
 	r := result{Elapsed: time.Since(start)}
-	if err = cmp.Or(err, os.WriteFile(prefix+".out", text, 0o644)); err != nil {
+	if err != nil {
 		return r, fmt.Errorf("pgbench %s: %w\n%s", strings.Join(args, " "), err, text)
+	}
+	if err := os.WriteFile(prefix+".out", text, 0o644); err != nil {
+		return r, err
 	}
 	m, tps := tpsRE.FindSubmatch(text), rateRE.FindSubmatch(text)
 	if m == nil || tps == nil {

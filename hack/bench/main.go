@@ -137,7 +137,10 @@ func run(ctx context.Context, c config) error {
 		defer os.RemoveAll(b.dir)
 	}
 	// pglocal runs the server as postgres when root: it must write there.
-	if err := cmp.Or(os.MkdirAll(b.dir, 0o755), os.Chmod(b.dir, 0o777)); err != nil {
+	if err := os.MkdirAll(b.dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(b.dir, 0o777); err != nil {
 		return err
 	}
 	pgBin, err := pglocal.FindBin()
@@ -337,6 +340,7 @@ func startProcess(ctx context.Context, ready string, env []string, out io.Writer
 		}
 		select {
 		case <-done:
+			cancel()
 			return p, errors.New("it exited before it was ready")
 		case <-time.After(100 * time.Millisecond):
 		}
