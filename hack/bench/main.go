@@ -315,22 +315,16 @@ type process struct {
 	stop func() // SIGTERM, SIGKILL 20 s later; it waits until the process is gone
 }
 
-// startProcess starts name (stopped by the kernel if the benchmark dies) and
-// waits up to 30 s until GET ready answers 2xx.
+// startProcess starts name through pglocal.StartProcess (stopped by the
+// kernel if the benchmark dies) and waits up to 30 s until GET ready answers 2xx.
 func startProcess(ctx context.Context, ready string, env []string, out io.Writer, name string, args ...string) (process, error) {
-	pctx, cancel := context.WithCancel(ctx)
-	cmd := exec.CommandContext(pctx, name, args...)
+	cmd := exec.Command(name, args...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = append(os.Environ(), env...), out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 20 * time.Second
-	if err := cmd.Start(); err != nil {
-		cancel()
+	proc, err := pglocal.StartProcess(cmd, syscall.SIGTERM)
+	if err != nil {
 		return process{}, err
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	p := process{pid: cmd.Process.Pid, stop: func() { cancel(); <-done }}
+	p := process{pid: cmd.Process.Pid, stop: func() { _ = proc.Stop(syscall.SIGTERM, 20*time.Second) }}
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if resp, err := http.Get(ready); err == nil {
 			resp.Body.Close()
@@ -339,8 +333,7 @@ func startProcess(ctx context.Context, ready string, env []string, out io.Writer
 			}
 		}
 		select {
-		case <-done:
-			cancel()
+		case <-proc.Exited():
 			return p, errors.New("it exited before it was ready")
 		case <-time.After(100 * time.Millisecond):
 		}
